@@ -1,0 +1,112 @@
+"""`bench data`: generate, describe and look at datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..datasets import load_dataset
+from ..errors import BenchError
+from .common import handle_errors
+
+data_app = typer.Typer(help="Generate, describe and look at datasets.", no_args_is_help=True)
+
+DatasetArg = Annotated[str, typer.Argument(help="Dataset name (synthetic, jump) or path to a prepared dataset folder.")]
+
+
+def _open(name: str, progress: bool = True):
+    if name == "synthetic":
+        return load_dataset(name, progress=progress)
+    return load_dataset(name)
+
+
+@data_app.command("synth")
+@handle_errors
+def synth(
+    seed: Annotated[int, typer.Option(help="Simulator seed: the whole experiment is a function of it.")] = 0,
+    severity: Annotated[float, typer.Option(help="Scale of all technical (batch) effects; 0 = every source looks the same.")] = 1.0,
+    size: Annotated[str, typer.Option(help="Size preset: tiny, default or large.")] = "default",
+) -> None:
+    """Generate (or find in the cache) the synthetic dataset and summarise it."""
+    if severity < 0:
+        raise BenchError(f"--severity must be >= 0, got {severity}; 0 turns technical effects off, 1 is the default")
+    dataset = load_dataset("synthetic", seed=seed, severity=severity, size=size, progress=True)
+    _print_summary(dataset)
+
+
+@data_app.command("info")
+@handle_errors
+def info(
+    name: DatasetArg = "synthetic",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Counts per source, batch, plate and class; controls; fingerprint."""
+    dataset = _open(name, progress=not as_json)
+    if as_json:
+        from ..datasets.summary import dataset_summary
+
+        typer.echo(json.dumps(dataset_summary(dataset), indent=1, default=str))
+    else:
+        _print_summary(dataset)
+
+
+@data_app.command("show")
+@handle_errors
+def show(
+    name: DatasetArg = "synthetic",
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("montage.png"),
+    seed: Annotated[int, typer.Option(help="Which example images to pick.")] = 0,
+) -> None:
+    """Write a PNG montage: one row per source, one column per compound plus DMSO (Cell Painting false colour)."""
+    from ..montage import write_montage
+
+    dataset = _open(name)
+    path = write_montage(dataset, out, seed=seed)
+    typer.echo(f"wrote {path}")
+
+
+def _print_summary(dataset) -> None:
+    from ..datasets.summary import dataset_summary
+
+    s = dataset_summary(dataset)
+    console = Console()
+    console.print(f"[bold]{s['name']}[/bold] {s['version']}  fingerprint [bold]{s['fingerprint']}[/bold]  ({s['root']})")
+    if s["description"]:
+        console.print(s["description"])
+    console.print(f"{s['n_images']} site images ({s['n_treated']} treated, {s['n_controls']} DMSO) of shape "
+                  f"{'x'.join(map(str, s['image_shape']))} ({', '.join(s['channels'])}); {s['n_sources']} sources, "
+                  f"{s['n_batches']} batches, {s['n_plates']} plates, sites per well {s['sites_per_well']}")
+    table = Table(title="per source")
+    for col in ("source", "batches", "plates", "treated", "controls"):
+        table.add_column(col, justify="right" if col != "source" else "left")
+    for row in s["per_source"]:
+        table.add_row(*(str(row[c]) for c in ("source", "batches", "plates", "treated", "controls")))
+    console.print(table)
+    table = Table(title="treated images per class")
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    for name, n in s["per_class"].items():
+        table.add_row(name, str(n))
+    console.print(table)
+    table = Table(title="per plate")
+    for col in ("source", "batch", "plate", "n_treated", "n_controls"):
+        table.add_column(col)
+    for row in s["per_plate"]:
+        table.add_row(*(str(row[c]) for c in ("source", "batch", "plate", "n_treated", "n_controls")))
+    console.print(table)
+
+
+def attach(app: typer.Typer) -> None:
+    try:
+        from .prepare import attach_prepare
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.prepare":
+            raise
+    else:
+        attach_prepare(data_app)
+    app.add_typer(data_app, name="data")

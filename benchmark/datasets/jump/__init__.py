@@ -1,0 +1,1 @@
+"""JUMP-CP preparation (being written)."""

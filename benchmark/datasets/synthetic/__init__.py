@@ -1,0 +1,1 @@
+"""The synthetic simulator (being written)."""

@@ -1,0 +1,101 @@
+"""The morphological phenotype of each positive control, inspired by its mechanism.
+
+A phenotype is a set of effects on the cell model (multiplicative factors, 1 = no
+change, or additive amounts, 0 = no change). Not every cell responds: a cell
+responds with probability ``penetrance``, and a responding cell shows the effect
+with a strength drawn per cell (and scaled per well), so a treated well is a mix of
+responding and unperturbed-looking cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ...constants import CLASS_NAMES, DMSO_LABEL
+
+
+@dataclass(frozen=True)
+class Phenotype:
+    """Effects of a compound on the cell model (defaults: unperturbed, i.e. DMSO)."""
+
+    penetrance: float = 0.0
+    """Probability that a cell responds."""
+    viability: float = 1.0
+    """Factor on the number of cells per field (well level)."""
+    cell_size: float = 1.0
+    nucleus_size: float = 1.0
+    aspect: float = 1.0
+    """Factor on the log aspect ratio (>1 elongated, <1 round)."""
+    irregularity: float = 1.0
+    """Factor on the boundary modulation (protrusions, ruffles)."""
+    multinucleated: float = 0.0
+    """Probability (additive) that a responding cell carries 2-4 nuclei."""
+    dna: float = 1.0
+    nucleoli: float = 1.0
+    """Factor on nucleolar RNA intensity."""
+    nucleoli_size: float = 1.0
+    rna_cyto: float = 1.0
+    er: float = 1.0
+    er_granules: float = 0.0
+    """Bright ER/lysosomal granules per cell (additive)."""
+    mito: float = 1.0
+    mito_fragmentation: float = 0.0
+    """0 = tubular network, 1 = round puncta (additive)."""
+    mito_perinuclear: float = 0.0
+    """0 = spread through the cytoplasm, 1 = clustered at the nucleus (additive)."""
+    agp_membrane: float = 1.0
+    agp_fibres: float = 1.0
+    golgi: float = 1.0
+    """Factor on the Golgi size."""
+    vacuoles: float = 0.0
+    """Dark cytoplasmic vacuoles per cell (additive)."""
+
+
+MULTIPLICATIVE = ("viability", "cell_size", "nucleus_size", "aspect", "irregularity", "dna", "nucleoli",
+                  "nucleoli_size", "rna_cyto", "er", "mito", "agp_membrane", "agp_fibres", "golgi")
+ADDITIVE = ("multinucleated", "er_granules", "mito_fragmentation", "mito_perinuclear", "vacuoles")
+
+PHENOTYPES: dict[str, Phenotype] = {
+    # Aurora kinases drive mitosis; without them cytokinesis fails: large, polyploid,
+    # multinucleated cells, and fewer of them.
+    "AMG900": Phenotype(penetrance=0.85, viability=0.6, cell_size=1.45, nucleus_size=1.35,
+                        multinucleated=0.6, dna=1.35, irregularity=1.4),
+    # Glucocorticoid receptor agonist: subtle spreading and elongation, a little more actin.
+    "dexamethasone": Phenotype(penetrance=0.6, cell_size=1.1, aspect=1.5, agp_fibres=1.2,
+                               nucleus_size=0.95),
+    # NAMPT inhibition depletes NAD+: dimmer, fragmented, perinuclear mitochondria; fewer cells.
+    "FK-866": Phenotype(penetrance=0.75, viability=0.75, mito=0.65, mito_fragmentation=0.8,
+                        mito_perinuclear=0.6, cell_size=0.92, rna_cyto=0.85),
+    # TGF-beta receptor inhibition: subtle loss of stress fibres, rounder, more compact cells.
+    "LY2109761": Phenotype(penetrance=0.6, agp_fibres=0.65, aspect=0.55, cell_size=0.94,
+                           agp_membrane=1.1),
+    # PAK1 controls actin dynamics: ruffled, irregular outlines with bright cortical actin.
+    "NVS-PAK1-1": Phenotype(penetrance=0.75, irregularity=2.2, agp_membrane=1.5, agp_fibres=0.85,
+                            cell_size=1.08),
+    # Cationic amphiphilic drug: phospholipidosis, cytoplasmic vacuoles, swollen cells, ER stress.
+    "quinidine": Phenotype(penetrance=0.7, vacuoles=5.0, cell_size=1.1, er=1.15),
+    # DYRK1A/B regulate nuclear speckles and the cell cycle: larger nucleoli, larger nuclei, more cells.
+    "TC-S-7004": Phenotype(penetrance=0.7, nucleoli=1.45, nucleoli_size=1.35, nucleus_size=1.12,
+                           viability=1.1),
+    # Cathepsin inhibition: undigested material accumulates in lysosomes; bright granules, larger Golgi.
+    "aloxistatin": Phenotype(penetrance=0.7, er_granules=7.0, golgi=1.5, rna_cyto=1.1),
+}
+
+BY_LABEL: dict[int, Phenotype] = {DMSO_LABEL: Phenotype()} | {i: PHENOTYPES[n] for i, n in enumerate(CLASS_NAMES)}
+
+
+def random_phenotype(rng: np.random.Generator, p_effect: float = 0.3) -> Phenotype:
+    """A random mixture of elementary effects (for pretraining images; not a benchmark compound)."""
+    values: dict[str, float] = {"penetrance": float(rng.uniform(0.4, 0.9))}
+    for f in fields(Phenotype):
+        if f.name == "penetrance" or rng.random() >= p_effect:
+            continue
+        if f.name in MULTIPLICATIVE:
+            values[f.name] = float(np.exp(rng.normal(0, 0.3)))
+        else:
+            hi = {"multinucleated": 0.6, "er_granules": 8.0, "mito_fragmentation": 0.9,
+                  "mito_perinuclear": 0.7, "vacuoles": 6.0}[f.name]
+            values[f.name] = float(rng.uniform(0, hi))
+    return Phenotype(**values)

@@ -1,0 +1,126 @@
+"""Scores of one evaluation: accuracy (primary), balanced accuracy, macro-F1, per-plate and
+worst-plate accuracy, expected calibration error; and a seeded bootstrap confidence interval.
+
+All functions are pure: arrays in, numbers out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from .constants import N_CLASSES
+
+ECE_BINS = 15
+"""Number of equal-width confidence bins of :func:`expected_calibration_error`."""
+
+
+def accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Share of correct predictions (the benchmark's primary metric)."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    if len(labels) == 0:
+        return float("nan")
+    return float(np.mean(labels == predicted))
+
+
+def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in ``labels``."""
+    if len(labels) == 0:
+        return float("nan")
+    return float(balanced_accuracy_score(labels, predicted))
+
+
+def macro_f1(labels: np.ndarray, predicted: np.ndarray, n_classes: int = N_CLASSES) -> float:
+    """Unweighted mean of the per-class F1 scores over all ``n_classes`` classes."""
+    if len(labels) == 0:
+        return float("nan")
+    return float(f1_score(labels, predicted, labels=list(range(n_classes)), average="macro", zero_division=0))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """Expected calibration error with ``n_bins`` equal-width bins of the top-class confidence.
+
+    ``ECE = sum_b (n_b / N) |accuracy_b - mean confidence_b|``; bin ``b`` holds the
+    confidences in ``(b/n_bins, (b+1)/n_bins]`` (a confidence of 0 falls into the first bin).
+
+    Examples
+    --------
+    >>> probs = np.array([[0.9, 0.1], [0.6, 0.4]])
+    >>> round(expected_calibration_error(probs, np.array([0, 1])), 6)  # |1-0.9|/2 + |0-0.6|/2
+    0.35
+    """
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    if len(labels) == 0:
+        return float("nan")
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    inner_edges = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
+    bins = np.digitize(confidence, inner_edges, right=True)  # bin b: edges[b] < c <= edges[b+1]
+    ece = 0.0
+    for b in np.unique(bins):
+        members = bins == b
+        ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(ece)
+
+
+def per_plate_accuracy(labels: np.ndarray, predicted: np.ndarray, plates: Sequence[str]) -> dict[str, float]:
+    """Accuracy of each plate, keyed by plate name (sorted)."""
+    labels, predicted, plates = np.asarray(labels), np.asarray(predicted), np.asarray(plates)
+    return {str(p): accuracy(labels[plates == p], predicted[plates == p]) for p in sorted(set(plates.tolist()))}
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, plates: Sequence[str]) -> dict[str, Any]:
+    """All metrics of DESIGN.md §3 for one part of an evaluation (e.g. the target plates).
+
+    Returns a JSON-ready dict: ``accuracy, balanced_accuracy, macro_f1, ece,
+    mean_plate_accuracy, worst_plate_accuracy, worst_plate, n_images, n_plates``.
+    """
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    predicted = probs.argmax(axis=1) if len(probs) else np.empty(0, dtype=np.int64)
+    plate_acc = per_plate_accuracy(labels, predicted, plates)
+    worst = min(plate_acc, key=plate_acc.__getitem__) if plate_acc else None
+    return {
+        "accuracy": accuracy(labels, predicted),
+        "balanced_accuracy": balanced_accuracy(labels, predicted),
+        "macro_f1": macro_f1(labels, predicted, probs.shape[1] if probs.ndim == 2 else N_CLASSES),
+        "ece": expected_calibration_error(probs, labels) if len(labels) else float("nan"),
+        "mean_plate_accuracy": float(np.mean(list(plate_acc.values()))) if plate_acc else float("nan"),
+        "worst_plate_accuracy": plate_acc[worst] if worst is not None else float("nan"),
+        "worst_plate": worst,
+        "n_images": int(len(labels)),
+        "n_plates": len(plate_acc),
+    }
+
+
+def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 10_000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values`` (seeded, reproducible).
+
+    One value gives a zero-width interval; no values give ``(nan, nan)``.
+
+    Examples
+    --------
+    >>> bootstrap_ci([0.5, 0.5, 0.5])
+    (0.5, 0.5)
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    if len(x) == 1:
+        return float(x[0]), float(x[0])
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``ddof=1``; 0 for a single value, nan for none)."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    return float(x.mean()), (float(x.std(ddof=1)) if len(x) > 1 else 0.0)
