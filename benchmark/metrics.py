@@ -10,9 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, f1_score
-
-from .constants import N_CLASSES
 
 ECE_BINS = 15
 """Number of equal-width confidence bins of :func:`expected_calibration_error`."""
@@ -30,14 +27,18 @@ def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
     """Mean per-class recall over the classes present in ``labels``."""
     if len(labels) == 0:
         return float("nan")
+    from sklearn.metrics import balanced_accuracy_score  # imported late: sklearn loads slowly
+
     return float(balanced_accuracy_score(labels, predicted))
 
 
-def macro_f1(labels: np.ndarray, predicted: np.ndarray, n_classes: int = N_CLASSES) -> float:
-    """Unweighted mean of the per-class F1 scores over all ``n_classes`` classes."""
+def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Unweighted mean of the per-class F1 scores over the classes that occur in labels or predictions."""
     if len(labels) == 0:
         return float("nan")
-    return float(f1_score(labels, predicted, labels=list(range(n_classes)), average="macro", zero_division=0))
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, predicted, average="macro", zero_division=0))
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
@@ -85,7 +86,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, plates: Sequen
     return {
         "accuracy": accuracy(labels, predicted),
         "balanced_accuracy": balanced_accuracy(labels, predicted),
-        "macro_f1": macro_f1(labels, predicted, probs.shape[1] if probs.ndim == 2 else N_CLASSES),
+        "macro_f1": macro_f1(labels, predicted),
         "ece": expected_calibration_error(probs, labels) if len(labels) else float("nan"),
         "mean_plate_accuracy": float(np.mean(list(plate_acc.values()))) if plate_acc else float("nan"),
         "worst_plate_accuracy": plate_acc[worst] if worst is not None else float("nan"),

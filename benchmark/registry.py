@@ -7,9 +7,12 @@ duplicate name is an error that names both places.
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
 from .errors import BenchError, UnknownNameError
-from .methods.base import AccessLevel, Method, MethodConfig
+
+if TYPE_CHECKING:  # imported lazily below: benchmark.methods imports this module to register
+    from .methods.base import Method
 
 _METHODS: dict[str, type[Method]] = {}
 _ORIGINS: dict[str, str] = {}
@@ -21,6 +24,8 @@ def _where(cls: type) -> str:
 
 def register_method(cls: type[Method], origin: str = "platebench") -> type[Method]:
     """Class decorator: validate and register a method under ``cls.name``."""
+    from .methods.base import AccessLevel, MethodConfig
+
     for attr in ("name", "access", "description"):
         if not hasattr(cls, attr):
             raise BenchError(f"method class {_where(cls)} lacks the class attribute '{attr}'")
@@ -41,7 +46,15 @@ def register_method(cls: type[Method], origin: str = "platebench") -> type[Metho
 
 
 def _load_builtins() -> None:
-    from . import methods  # noqa: F401  (importing registers the built-in methods)
+    """Import every public module of ``benchmark.methods``; each registers its method."""
+    import importlib
+    import pkgutil
+
+    from . import methods
+
+    for info in pkgutil.iter_modules(methods.__path__):
+        if not info.name.startswith("_") and info.name != "base":
+            importlib.import_module(f"{methods.__name__}.{info.name}")
 
 
 def get_method(name: str) -> type[Method]:

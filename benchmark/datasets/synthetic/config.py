@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from ...errors import BenchError, UnknownNameError
 
-SIMULATOR_VERSION = "sim-1.0"
+SIMULATOR_VERSION = "sim-1.2"
 """Bump whenever the generative model changes (it is part of the cache key)."""
 
 
@@ -27,14 +27,14 @@ class BiologyParams:
     """Mean number of cell centres per 64x64 px field (Poisson; seeding and viability scale it)."""
     cell_radius: float = 8.5
     """Mean cell semi-axis (px)."""
-    nucleus_radius: float = 3.4
+    nucleus_radius: float = 3.8
     """Mean nucleus semi-axis (px)."""
     cell_size_cv: float = 0.18
     """Per-cell coefficient of variation of cell and nucleus size."""
     elongation: float = 0.25
     """Mean log aspect ratio of a cell (0 = round)."""
-    irregularity: float = 0.10
-    """Amplitude of the low-order boundary modulation (protrusions)."""
+    irregularity: float = 0.12
+    """Amplitude of the smooth noise that bends cell boundaries (protrusions)."""
     intensity_cv: float = 0.22
     """Per-cell, per-channel log-normal intensity spread."""
     well_cv: float = 0.08
@@ -72,7 +72,7 @@ class TechnicalParams:
     """Spectral bleed-through into neighbouring channels: U(0.3, 1) x this."""
     vignetting: float = 0.45
     """Illumination fall-off at the field corner: U(0.2, 1) x this."""
-    photons: float = 60.0
+    photons: float = 150.0
     """Photo-electrons per unit signal of the reference camera (shot noise)."""
     photon_spread: float = 0.5
     """Log spread of a source's photon budget: N(0, spread)."""
@@ -93,7 +93,7 @@ class TechnicalParams:
     edge_effect: float = 0.12
     """Evaporation in edge wells: stain x (1 + this), density x (1 - this)."""
     # per well / site
-    defocus_spread: float = 0.35
+    defocus_spread: float = 0.25
     """Per-well extra blur sigma (px): |N(0, spread)|."""
     site_defocus_spread: float = 0.12
     """Per-site extra blur sigma (px): |N(0, spread)|."""

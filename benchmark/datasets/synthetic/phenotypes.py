@@ -60,27 +60,27 @@ ADDITIVE = ("multinucleated", "er_granules", "mito_fragmentation", "mito_perinuc
 PHENOTYPES: dict[str, Phenotype] = {
     # Aurora kinases drive mitosis; without them cytokinesis fails: large, polyploid,
     # multinucleated cells, and fewer of them.
-    "AMG900": Phenotype(penetrance=0.85, viability=0.6, cell_size=1.45, nucleus_size=1.35,
-                        multinucleated=0.6, dna=1.35, irregularity=1.4),
-    # Glucocorticoid receptor agonist: subtle spreading and elongation, a little more actin.
-    "dexamethasone": Phenotype(penetrance=0.6, cell_size=1.1, aspect=1.5, agp_fibres=1.2,
-                               nucleus_size=0.95),
+    "AMG900": Phenotype(penetrance=0.9, viability=0.5, cell_size=1.7, nucleus_size=1.5,
+                        multinucleated=0.8, dna=1.4, irregularity=1.6),
+    # Glucocorticoid receptor agonist: spreading and elongation, a little more actin.
+    "dexamethasone": Phenotype(penetrance=0.8, cell_size=1.2, aspect=2.2, agp_fibres=1.5,
+                               nucleus_size=0.9, er=0.85),
     # NAMPT inhibition depletes NAD+: dimmer, fragmented, perinuclear mitochondria; fewer cells.
-    "FK-866": Phenotype(penetrance=0.75, viability=0.75, mito=0.65, mito_fragmentation=0.8,
-                        mito_perinuclear=0.6, cell_size=0.92, rna_cyto=0.85),
-    # TGF-beta receptor inhibition: subtle loss of stress fibres, rounder, more compact cells.
-    "LY2109761": Phenotype(penetrance=0.6, agp_fibres=0.65, aspect=0.55, cell_size=0.94,
-                           agp_membrane=1.1),
+    "FK-866": Phenotype(penetrance=0.85, viability=0.7, mito=0.5, mito_fragmentation=0.85,
+                        mito_perinuclear=0.7, cell_size=0.9, rna_cyto=0.8),
+    # TGF-beta receptor inhibition: loss of stress fibres; rounder, compact, denser epithelial-like cells.
+    "LY2109761": Phenotype(penetrance=0.85, agp_fibres=0.25, aspect=0.2, cell_size=0.8,
+                           agp_membrane=1.5, nucleus_size=0.9, viability=1.2),
     # PAK1 controls actin dynamics: ruffled, irregular outlines with bright cortical actin.
-    "NVS-PAK1-1": Phenotype(penetrance=0.75, irregularity=2.2, agp_membrane=1.5, agp_fibres=0.85,
-                            cell_size=1.08),
+    "NVS-PAK1-1": Phenotype(penetrance=0.85, irregularity=3.5, agp_membrane=2.6, agp_fibres=0.8,
+                            cell_size=1.12),
     # Cationic amphiphilic drug: phospholipidosis, cytoplasmic vacuoles, swollen cells, ER stress.
-    "quinidine": Phenotype(penetrance=0.7, vacuoles=5.0, cell_size=1.1, er=1.15),
+    "quinidine": Phenotype(penetrance=0.85, vacuoles=12.0, cell_size=1.3, er=1.5, mito=0.8),
     # DYRK1A/B regulate nuclear speckles and the cell cycle: larger nucleoli, larger nuclei, more cells.
-    "TC-S-7004": Phenotype(penetrance=0.7, nucleoli=1.45, nucleoli_size=1.35, nucleus_size=1.12,
-                           viability=1.1),
+    "TC-S-7004": Phenotype(penetrance=0.85, nucleoli=2.5, nucleoli_size=1.8, nucleus_size=1.3,
+                           viability=1.15, rna_cyto=1.2),
     # Cathepsin inhibition: undigested material accumulates in lysosomes; bright granules, larger Golgi.
-    "aloxistatin": Phenotype(penetrance=0.7, er_granules=7.0, golgi=1.5, rna_cyto=1.1),
+    "aloxistatin": Phenotype(penetrance=0.85, er_granules=16.0, golgi=2.2, rna_cyto=1.1),
 }
 
 BY_LABEL: dict[int, Phenotype] = {DMSO_LABEL: Phenotype()} | {i: PHENOTYPES[n] for i, n in enumerate(CLASS_NAMES)}

@@ -1,0 +1,87 @@
+"""``bench run``: run one method on one split (every fold and seed), one record per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import BenchError
+from ..records import DEFAULT_RESULTS
+from .common import handle_errors
+
+if TYPE_CHECKING:  # the protocol imports torch; load it only when a command runs
+    from ..protocol import RunOutcome
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; anything else is an error naming the option."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise BenchError(f"{option} expects comma-separated integers (e.g. {option} 0,1,2), got '{text}'") from None
+    if not values:
+        raise BenchError(f"{option} is empty; give comma-separated integers, e.g. {option} 0,1,2")
+    return values
+
+
+def print_summary(outcomes: list[RunOutcome]) -> None:
+    """A table of the runs: done, skipped or failed, with accuracies and time."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="bench run summary")
+    for col in ("method", "split", "fold", "seed", "status", "out-of-domain acc.", "in-domain acc.", "time (s)",
+                "note"):
+        table.add_column(col)
+    for o in outcomes:
+        acc = (lambda v: "–" if v is None else f"{v:.3f}")
+        note = o.error or str(o.path)
+        status = {"ok": "[green]ok[/]", "skipped": "skipped", "failed": "[red]FAILED[/]"}[o.status]
+        table.add_row(o.method, o.split, str(o.fold), str(o.seed), status, acc(o.out_of_domain_accuracy),
+                      acc(o.in_domain_accuracy), f"{o.seconds:.1f}", note)
+    Console(width=200).print(table)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
+    typer.echo(f"{counts['ok']} done, {counts['skipped']} skipped (already recorded), {counts['failed']} failed")
+
+
+@handle_errors
+def run(
+    method: Annotated[str, typer.Option("--method", "-m", help="Registered method name (see `bench methods list`).")],
+    split: Annotated[str, typer.Option("--split", "-s", help="source_out (leave one lab out) or batch_out.")],
+    dataset: Annotated[str, typer.Option(help="Dataset name (synthetic, jump) or path to a dataset folder.")]
+    = "synthetic",
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated training seeds (default 0,1,2; 0 with --quick).")]
+    = None,
+    folds: Annotated[str | None, typer.Option(help="Comma-separated fold indices to run (default: all).")] = None,
+    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the fold assignment.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (GPU if visible), cpu or cuda.")] = "auto",
+    results: Annotated[Path, typer.Option("--results", help="Folder the run records go to.")] = DEFAULT_RESULTS,
+    quick: Annotated[bool, typer.Option("--quick", help="Smoke profile: seed 0, the method's quick settings; "
+                                        "records marked quick and left out of the leaderboard.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Recompute runs that already have a record.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value "
+                                                   "(repeatable), e.g. --set epochs=5.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the summary.")] = False,
+) -> None:
+    """Run METHOD on every fold and seed of SPLIT; write one record per run (resumable)."""
+    from ..protocol import DEFAULT_SEEDS, parse_overrides, run_protocol
+
+    seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else ([0] if quick else list(DEFAULT_SEEDS))
+    fold_list = parse_int_list(folds, "--folds") if folds is not None else None
+    outcomes = run_protocol(method, split, dataset, seeds=seed_list, folds=fold_list, split_seed=split_seed,
+                            device=device, results_dir=results, quick=quick, force=force,
+                            overrides=parse_overrides(set_ or []), verbose=not quiet,
+                            log=None if quiet else typer.echo)
+    print_summary(outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        typer.echo(f"error: {len(failed)} of {len(outcomes)} runs failed (first: fold {failed[0].fold} seed "
+                   f"{failed[0].seed}: {failed[0].error}); their records say why, rerun the same command to retry",
+                   err=True)
+        raise typer.Exit(1)
+
+
+def attach(app: typer.Typer) -> None:
+    app.command("run")(run)

@@ -1,0 +1,117 @@
+"""Image preprocessing: per-channel statistics of the training split, crops, flips, normalisation.
+
+Training images get a random crop and random horizontal/vertical flips; evaluation
+images a centre crop. Pixels go from uint8 ``(N, C, H, W)`` to float tensors
+normalised with the training split's per-channel mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import MethodError
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Per-channel mean and standard deviation of pixel values (uint8 scale)."""
+
+    mean: np.ndarray  # (C,)
+    std: np.ndarray   # (C,)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+
+
+def channel_stats(images: np.ndarray | Sequence, chunk: int = 512) -> ChannelStats:
+    """Mean and std per channel over all pixels of ``images`` (uint8 ``(N, C, H, W)``), read in chunks."""
+    n = len(images)
+    if n == 0:
+        raise MethodError("cannot compute channel statistics of an empty training split")
+    total = total_sq = None
+    count = 0
+    for start in range(0, n, chunk):
+        x = np.asarray(images[start:start + chunk], dtype=np.float64)
+        s, sq = x.sum(axis=(0, 2, 3)), np.square(x).sum(axis=(0, 2, 3))
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+    return ChannelStats(mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32))
+
+
+def check_crop(crop: int, image_shape: Sequence[int]) -> int:
+    """The crop size to use for images of ``image_shape`` (C, H, W); 0 means the whole image."""
+    side = min(image_shape[-2:])
+    if crop == 0:
+        return side
+    if crop > side:
+        raise MethodError(f"crop {crop} px is larger than the images ({image_shape[-2]}x{image_shape[-1]} px); "
+                          f"set crop <= {side} (or 0 for the whole image)")
+    return crop
+
+
+def random_crop_flip(images: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``crop x crop`` window of each image, each flipped horizontally/vertically with p=0.5."""
+    n, _, h, w = images.shape
+    ys = rng.integers(0, h - crop + 1, size=n)
+    xs = rng.integers(0, w - crop + 1, size=n)
+    flip_h, flip_v = rng.random(n) < 0.5, rng.random(n) < 0.5
+    out = np.empty(images.shape[:2] + (crop, crop), dtype=images.dtype)
+    for i in range(n):
+        patch = images[i, :, ys[i]:ys[i] + crop, xs[i]:xs[i] + crop]
+        if flip_h[i]:
+            patch = patch[:, :, ::-1]
+        if flip_v[i]:
+            patch = patch[:, ::-1, :]
+        out[i] = patch
+    return out
+
+
+def center_crop(images: np.ndarray, crop: int) -> np.ndarray:
+    """The central ``crop x crop`` window of each image."""
+    h, w = images.shape[-2:]
+    y, x = (h - crop) // 2, (w - crop) // 2
+    return images[..., y:y + crop, x:x + crop]
+
+
+def normalise(images: np.ndarray, stats: ChannelStats, device: str | torch.device = "cpu",
+              channels_last: bool = False) -> torch.Tensor:
+    """uint8 ``(N, C, H, W)`` -> float32 tensor standardised per channel with ``stats``."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=torch.float32)
+    mean = torch.as_tensor(stats.mean, device=device).view(1, -1, 1, 1)
+    std = torch.as_tensor(stats.std, device=device).view(1, -1, 1, 1)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Crop/flip/normalise images the same way in training and evaluation.
+
+    Parameters
+    ----------
+    stats : per-channel statistics of the training split.
+    crop : side of the square crop in pixels.
+    device : where the tensors go.
+    channels_last : use the channels-last memory format (faster convolutions on CPU).
+    """
+
+    stats: ChannelStats
+    crop: int
+    device: str = "cpu"
+    channels_last: bool = False
+
+    def train(self, images: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """Random crop + flips, normalised."""
+        return normalise(random_crop_flip(np.asarray(images), self.crop, rng), self.stats,
+                         self.device, self.channels_last)
+
+    def eval(self, images: np.ndarray) -> torch.Tensor:
+        """Centre crop, normalised."""
+        return normalise(center_crop(np.asarray(images), self.crop), self.stats, self.device, self.channels_last)

@@ -1,0 +1,65 @@
+"""The shipped encoder ``platebench-ssl``: a small 5-channel ResNet pretrained without labels.
+
+Weights are a safetensors file with a JSON config next to it (same stem): backbone
+name, embedding width, the per-channel pixel statistics of its pretraining images and
+how it was pretrained. ``bench methods pretrain-encoder`` regenerates them
+(:mod:`benchmark.core.simclr`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import MethodError
+from .backbones import create_backbone
+from .encoders import ModuleEncoder, register_encoder_backend
+from .preprocess import ChannelStats, normalise
+
+NAME = "platebench-ssl"
+WEIGHTS = Path(__file__).resolve().parent.parent / "methods" / "weights" / "platebench_ssl.safetensors"
+"""Where the shipped weights live."""
+
+
+def config_path(weights: Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def save_encoder(path: Path, backbone: torch.nn.Module, config: dict[str, Any]) -> tuple[Path, Path]:
+    """Write the backbone's weights (safetensors) and ``config`` (JSON, same stem); return both paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    save_file(state, str(path))
+    config_path(path).write_text(json.dumps(config, indent=1))
+    return path, config_path(path)
+
+
+def load_backbone(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The pretrained feature extractor and its config from ``path`` (safetensors + JSON)."""
+    path = Path(path)
+    if not path.is_file() or not config_path(path).is_file():
+        raise MethodError(f"encoder weights {path} (and its {config_path(path).name}) not found; "
+                          "regenerate them with `bench methods pretrain-encoder --out PATH`")
+    config = json.loads(config_path(path).read_text())
+    backbone = create_backbone(config["backbone"], num_classes=0)
+    try:
+        backbone.load_state_dict(load_file(str(path)))
+    except RuntimeError as exc:
+        raise MethodError(f"encoder weights {path} do not fit backbone {config['backbone']}: {exc}") from None
+    return backbone.eval(), config
+
+
+@register_encoder_backend(NAME)
+def platebench_ssl(argument: str | None, device: str) -> ModuleEncoder:
+    """The shipped self-supervised encoder (``platebench-ssl``) or one at ``platebench-ssl:<path>``."""
+    path = Path(argument) if argument else WEIGHTS
+    backbone, config = load_backbone(path)
+    stats = ChannelStats(np.asarray(config["channel_mean"], np.float32), np.asarray(config["channel_std"], np.float32))
+    name = NAME if argument is None else f"{NAME}:{path}"
+    return ModuleEncoder(name, backbone, int(config["dim"]), lambda x: normalise(x, stats, device), device)

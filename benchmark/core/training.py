@@ -1,0 +1,131 @@
+"""The one training loop: Adam, gradient accumulation, validation-based early stopping.
+
+A method plugs in (a) how an epoch's mini-batches are formed and (b) how the
+validation loss is computed. Targets of ``-1`` (DMSO context images) take part in
+the forward pass — and so in BN batch statistics — but not in the loss.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..constants import DMSO_LABEL
+from ..errors import MethodError
+
+SELECTION_RULE = "min val loss (training-domain val batches)"
+
+Step = tuple[torch.Tensor, torch.Tensor]
+"""A mini-batch: inputs ``(N, C, h, w)`` and targets ``(N,)`` (``-1`` = context, not in the loss)."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings of :func:`train_model`."""
+
+    lr: float = 1e-3           # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay
+    max_epochs: int = 10       # epoch budget
+    patience: int = 3          # epochs without a better validation loss before stopping
+    grad_accum: int = 1        # mini-batches per optimiser step
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch and Python, make cuDNN deterministic, and return a numpy generator for ``seed``."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return np.random.default_rng(seed)
+
+
+def _check_finite(value: float, what: str, epoch: int, step: int | None, lr: float) -> None:
+    if not math.isfinite(value):
+        where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
+        raise MethodError(f"training diverged: {what} is {value} at {where}; lower the learning rate "
+                          f"(lr={lr:g}) or check the input images for NaN/inf")
+
+
+def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Generator], Iterable[Step]],
+                val_loss: Callable[[torch.nn.Module], float], settings: TrainSettings, seed: int,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train ``model`` with Adam and early stopping on ``val_loss``; restore the best weights.
+
+    Parameters
+    ----------
+    model : the network (on its device); trained in place.
+    epoch_batches : ``rng -> iterable of (inputs, targets)``, one epoch of mini-batches.
+    val_loss : ``model -> float``, called under ``torch.no_grad()`` after every epoch;
+        the method decides the BN mode (running statistics, or plate-wise contexts).
+    settings : optimisation settings.
+    seed : seeds torch and the batch order.
+    progress : called with one line per epoch (e.g. ``print``), or None.
+
+    Returns
+    -------
+    The training report: epochs run, best epoch, best validation loss, selection rule,
+    training time and throughput.
+
+    Raises
+    ------
+    MethodError
+        If a training or validation loss is NaN or infinite (says at which epoch and step).
+    """
+    rng = seed_everything(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    best_loss, best_epoch, best_state = math.inf, 0, None
+    n_images, start, epoch = 0, time.perf_counter(), 0
+    for epoch in range(1, settings.max_epochs + 1):
+        model.train()
+        optimiser.zero_grad(set_to_none=True)
+        pending, train_loss, n_steps = 0, 0.0, 0
+        for step, (inputs, targets) in enumerate(epoch_batches(rng), start=1):
+            loss = F.cross_entropy(model(inputs), targets, ignore_index=DMSO_LABEL)
+            _check_finite(loss.item(), "the training loss", epoch, step, settings.lr)
+            (loss / settings.grad_accum).backward()
+            pending += 1
+            if pending == settings.grad_accum:
+                optimiser.step()
+                optimiser.zero_grad(set_to_none=True)
+                pending = 0
+            train_loss += loss.item()
+            n_steps += 1
+            n_images += len(inputs)
+        if pending:
+            optimiser.step()
+        model.eval()
+        with torch.no_grad():
+            current = float(val_loss(model))
+        _check_finite(current, "the validation loss", epoch, None, settings.lr)
+        improved = current < best_loss
+        if improved:
+            best_loss, best_epoch = current, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if progress is not None:
+            progress(f"epoch {epoch:3d}  train loss {train_loss / max(n_steps, 1):.4f}  "
+                     f"val loss {current:.4f}{'  *' if improved else ''}")
+        if epoch - best_epoch >= settings.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    seconds = time.perf_counter() - start
+    return {"epochs_run": epoch, "best_epoch": best_epoch, "best_val_loss": best_loss,
+            "selection": SELECTION_RULE, "train_seconds": round(seconds, 3),
+            "images_per_second": round(n_images / seconds, 1) if seconds > 0 else None}
+
+
+def stderr_progress(prefix: str) -> Callable[[str], None]:
+    """A progress callback printing ``prefix: line`` to stderr."""
+    def report(line: str) -> None:
+        print(f"{prefix}: {line}", file=sys.stderr, flush=True)
+    return report

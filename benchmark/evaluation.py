@@ -1,0 +1,191 @@
+"""Fit a method on one fold and score it, plate by plate; the labels never leave this module.
+
+For every evaluated plate the method gets a label-free :class:`PlateView` cut to its
+access level (``none``: nothing; ``controls``: the plate's DMSO images; ``unlabeled``:
+its treated images in a shuffled order plus its DMSO images), then ``predict`` on the
+plate's treated images; the evaluator un-shuffles the probabilities and scores them.
+Out of domain = every target plate of the fold; in domain = the held-out wells of
+each training plate, with that plate's DMSO images as context.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .constants import N_CLASSES
+from .datasets.dataset import Dataset, PlateView
+from .errors import BenchError, DataError, MethodError
+from .metrics import accuracy, classification_metrics
+from .methods.base import AccessLevel, Method
+from .splits import Fold
+
+PARTS = ("out_of_domain", "in_domain")
+PROB_TOLERANCE = 1e-3
+"""How far a row of ``predict``'s output may sum away from 1."""
+
+
+class StageError(Exception):
+    """A method failed in one stage (``fit``, ``adapt`` or ``predict``); wraps the original error."""
+
+    def __init__(self, stage: str, plate: str | None, error: BaseException):
+        where = f" on plate {plate}" if plate else ""
+        if isinstance(error, BenchError):
+            message = f"{stage}{where}: {error}"
+        else:
+            message = f"{stage}{where} raised {type(error).__name__}: {error}"
+        super().__init__(message)
+        self.stage, self.plate, self.error = stage, plate, error
+
+
+@dataclass
+class Evaluation:
+    """What one fitted and evaluated run produced."""
+
+    predictions: pl.DataFrame
+    metrics: dict[str, Any]
+    timings: dict[str, Any]
+    fit_report: dict[str, Any]
+
+
+def needs_controls(access: AccessLevel) -> bool:
+    """Whether a method of this access level sees the DMSO images of a target plate."""
+    return access in (AccessLevel.CONTROLS, AccessLevel.UNLABELED)
+
+
+def check_controls(dataset: Dataset, plates: list[str], method: type[Method] | Method) -> None:
+    """Raise :class:`DataError` naming the first plate without DMSO images, if the method needs them."""
+    if not needs_controls(method.access):
+        return
+    counts = dict(dataset.plate_table().select("plate", "n_controls").iter_rows())
+    for plate in plates:
+        if counts.get(plate, 0) == 0:
+            raise DataError(f"plate {plate} has no DMSO images, but method '{method.name}' (access "
+                            f"{method.access}) needs each evaluated plate's DMSO controls; use a method "
+                            "with access 'none' or a dataset whose plates carry DMSO wells")
+
+
+def check_probabilities(probs: Any, n_images: int, n_classes: int, method: str, plate: str) -> np.ndarray:
+    """Validate ``predict``'s output: shape ``(N, n_classes)``, finite, non-negative, rows summing to 1."""
+    where = f"method '{method}' predict() on plate {plate}"
+    try:
+        probs = np.asarray(probs, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise MethodError(f"{where} returned {type(probs).__name__}, not an array of probabilities") from None
+    if probs.shape != (n_images, n_classes):
+        raise MethodError(f"{where} returned shape {probs.shape}; expected ({n_images}, {n_classes}): "
+                          "one row of class probabilities per image")
+    if not np.isfinite(probs).all():
+        raise MethodError(f"{where} returned {int((~np.isfinite(probs)).sum())} non-finite values "
+                          "(NaN or inf); check the training loss")
+    if (probs < -PROB_TOLERANCE).any():
+        raise MethodError(f"{where} returned negative probabilities; apply a softmax")
+    worst = float(np.abs(probs.sum(axis=1) - 1).max()) if n_images else 0.0
+    if worst > PROB_TOLERANCE:
+        raise MethodError(f"{where} returned rows that sum to 1 ± {worst:.3g} (tolerance {PROB_TOLERANCE}); "
+                          "return probabilities (softmax), not logits")
+    return probs
+
+
+def _view_for(method: Method, full: PlateView, dataset: Dataset) -> PlateView:
+    """The part of a plate view the method's access level allows."""
+    empty = dataset.image_array(np.empty(0, dtype=np.int64))
+    if method.access is AccessLevel.UNLABELED:
+        return full
+    if method.access is AccessLevel.CONTROLS:
+        return PlateView(full.plate, empty, full.controls)
+    return PlateView(full.plate, empty, empty)
+
+
+def _evaluate_plate(method: Method, dataset: Dataset, plate: str, ids: np.ndarray,
+                    rng: np.random.Generator) -> np.ndarray:
+    full, order = dataset.plate_view(plate, ids, rng, with_controls=needs_controls(method.access))
+    try:
+        method.adapt(_view_for(method, full, dataset))
+    except Exception as exc:  # noqa: BLE001 - any failure of a method becomes a failed record
+        raise StageError("adapt", plate, exc) from exc
+    try:
+        raw = method.predict(full.treated[:])
+    except Exception as exc:  # noqa: BLE001
+        raise StageError("predict", plate, exc) from exc
+    shuffled = check_probabilities(raw, len(ids), N_CLASSES, method.name, plate)
+    probs = np.empty_like(shuffled)
+    probs[order] = shuffled  # view element i is ids[order[i]]
+    return probs
+
+
+def _plates_of(dataset: Dataset, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Treated image ids grouped by plate (plates sorted)."""
+    rows = dataset.index[np.asarray(ids, dtype=np.int64)].filter(~pl.col("is_control"))
+    return {p: g["image_id"].to_numpy() for (p,), g in rows.group_by("plate", maintain_order=True)} \
+        if len(rows) else {}
+
+
+def fit_and_evaluate(method: Method, dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0) -> Evaluation:
+    """Fit ``method`` on ``fold`` with ``seed`` and score it out of domain and in domain.
+
+    Raises :class:`StageError` when the method fails, :class:`DataError` when an
+    evaluated plate lacks the DMSO images the method needs.
+    """
+    parts = {"out_of_domain": _plates_of(dataset, fold.target_ids),
+             "in_domain": _plates_of(dataset, fold.in_domain_ids)}
+    check_controls(dataset, sorted({p for plates in parts.values() for p in plates}), method)
+    train = dataset.labelled(dataset.index[fold.train_ids])
+    val = dataset.labelled(dataset.index[fold.val_ids])
+    start = time.perf_counter()
+    try:
+        method.fit(train, val, seed)
+    except Exception as exc:  # noqa: BLE001
+        raise StageError("fit", None, exc) from exc
+    fit_s = time.perf_counter() - start
+    rng = np.random.default_rng([split_seed, fold.index, seed, 7])
+    ids_all, probs_all, part_all, plate_time = [], [], [], {}
+    for part, plates in parts.items():
+        for plate in sorted(plates):
+            t0 = time.perf_counter()
+            probs_all.append(_evaluate_plate(method, dataset, plate, plates[plate], rng))
+            plate_time[plate] = time.perf_counter() - t0
+            ids_all.append(plates[plate])
+            part_all += [part] * len(plates[plate])
+    ids = np.concatenate(ids_all) if ids_all else np.empty(0, dtype=np.int64)
+    probs = np.concatenate(probs_all) if probs_all else np.empty((0, N_CLASSES))
+    predictions = _predictions_table(dataset, ids, probs, part_all)
+    return Evaluation(predictions=predictions, metrics=score(predictions, plate_time),
+                      timings={"fit_s": fit_s, "adapt_predict_s": sum(plate_time.values()),
+                               "evaluate_s": time.perf_counter() - start - fit_s},
+                      fit_report=dict(method.fit_report()))
+
+
+def _predictions_table(dataset: Dataset, ids: np.ndarray, probs: np.ndarray, parts: list[str]) -> pl.DataFrame:
+    names = dataset.meta.class_names
+    meta = dataset.index[ids].select("image_id", "plate", "source", "batch", "well", "site", "label")
+    return meta.with_columns(
+        pl.Series("part", parts, dtype=pl.Utf8),
+        pl.Series("predicted", probs.argmax(axis=1) if len(probs) else [], dtype=pl.Int8),
+        *[pl.Series(f"prob_{name}", probs[:, k], dtype=pl.Float32) for k, name in enumerate(names)],
+    ).with_columns(pl.col("label").cast(pl.Int8))
+
+
+def score(predictions: pl.DataFrame, plate_seconds: dict[str, float] | None = None) -> dict[str, Any]:
+    """Metrics of a predictions table: per part (out of domain, in domain), per plate, per source."""
+    prob_cols = [c for c in predictions.columns if c.startswith("prob_")]
+    out: dict[str, Any] = {"per_plate": [], "per_source": {}}
+    for part in PARTS:
+        rows = predictions.filter(pl.col("part") == part)
+        labels = rows["label"].to_numpy().astype(np.int64)
+        probs = rows.select(prob_cols).to_numpy().astype(np.float64) if len(rows) else np.empty((0, len(prob_cols)))
+        out[part] = classification_metrics(labels, probs, rows["plate"].to_list())
+        out["per_source"][part] = {
+            src: accuracy(g["label"].to_numpy(), g["predicted"].to_numpy())
+            for (src,), g in rows.sort("source").group_by("source", maintain_order=True)}
+        for (plate, source, batch), g in rows.sort("plate").group_by("plate", "source", "batch",
+                                                                      maintain_order=True):
+            out["per_plate"].append({
+                "plate": plate, "source": source, "batch": batch, "part": part, "n_images": len(g),
+                "accuracy": accuracy(g["label"].to_numpy(), g["predicted"].to_numpy()),
+                "adapt_predict_s": (plate_seconds or {}).get(plate)})
+    return out

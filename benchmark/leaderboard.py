@@ -1,0 +1,173 @@
+"""``bench leaderboard``: rebuild ``leaderboard/LEADERBOARD.md`` and its figures from run records alone.
+
+One section per dataset version (name + fingerprint; records of different
+fingerprints are never averaged together), with a row per method: access level,
+in-domain / leave-batch-out / leave-source-out accuracy (mean ± std over folds ×
+seeds), the gap in-domain − leave-source-out, the paired difference to ERM with a
+bootstrap 95% CI, the number of runs and the data version; then a per-source table,
+a details table, the hyper-parameters, and the commands that regenerate the numbers.
+Failed, quick, older-format and damaged records are listed, never mixed in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .leaderboard_tables import (BASELINE, commands, configs, details_table, main_table, method_order,
+                                 model_line, paired_difference, per_source_table)
+from .records import DEFAULT_RESULTS, RECORD_FORMAT, Record, RecordSet, load_records
+
+DEFAULT_OUT = Path("leaderboard") / "LEADERBOARD.md"
+
+REPORTED = (
+    # (method, access, in-domain, new batches) as stated in DESIGN.md §1
+    ("ERM", "none", "0.939 ± 0.005", "0.862 ± 0.060"),
+    ("ARM-BN", "unlabeled", "–", "0.935 ± 0.018"),
+)
+"""Sanchez-Fernandez et al. 2026, JUMP-CP sources 3 and 8: reported, not reproduced here."""
+
+
+@dataclass
+class LeaderboardResult:
+    """What :func:`build_leaderboard` wrote and what it has to warn about."""
+
+    markdown_path: Path
+    figures: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    n_records: int = 0
+
+
+def _reported_section() -> list[str]:
+    lines = ["## JUMP-CP — reported by the reference study, not reproduced here", "",
+             "Sanchez-Fernandez et al. 2026, \"Closing the Domain Gap in Biomedical Imaging by In-Context "
+             "Control Samples\" (JUMP-CP sources 3 and 8, ResNet). These numbers are quoted from the paper for "
+             "orientation; they were not computed by this suite and are not comparable to the synthetic rows.", "",
+             "| method | access | in-domain | new batches |", "|---|---|---|---|"]
+    for method, access, ind, new in REPORTED:
+        lines.append(f"| {method} (reported, not reproduced here) | {access} | {ind} | {new} |")
+    return lines
+
+
+def _rel(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
+def _dataset_section(name: str, fp: str, records: list[Record], failed: list[Record], other_fps: list[str],
+                     results_dir: Path, out_md: Path, figures_dir: Path | None, result: LeaderboardResult,
+                     baseline: str) -> list[str]:
+    first = records[0].data["dataset"] if records else failed[0].data["dataset"]
+    seeds = sorted({r.seed for r in records})
+    shapes = sorted({"×".join(map(str, r.data["dataset"].get("image_shape", []))) for r in records})
+    lines = [f"## Dataset `{name}` — version {first['version']}, fingerprint `{fp}`", ""]
+    if name == "synthetic":
+        lines += ["`synthetic` = a simulator, not real data: the numbers below measure methods on "
+                  "simulated plates with known technical effects.", ""]
+    if other_fps:
+        lines += [f"> Note: records of dataset `{name}` also exist for fingerprint(s) "
+                  f"{', '.join(f'`{o}`' for o in other_fps)}; each data version has its own table and "
+                  "is never averaged with another.", ""]
+    if records:
+        lines += [f"Seeds: {', '.join(map(str, seeds))}. Stored images (C×H×W): {', '.join(shapes)}. "
+                  "Accuracy = mean ± std over folds × seeds (sample std); in-domain pools both splits; "
+                  "gap = in-domain − leave-source-out on the same source-out runs; Δ = paired difference "
+                  f"to `{baseline}` on the same (split, fold, seed) with a bootstrap 95% CI.", "",
+                  model_line(records), ""]
+        lines += main_table(records, baseline) + [""]
+        if figures_dir is not None:
+            from .leaderboard_figure import accuracy_figure
+
+            fig = accuracy_figure(records, figures_dir / f"accuracy_{name}-{fp}.png", method_order(records, baseline))
+            result.figures.append(fig)
+            lines += [f"![accuracy by method and split]({_rel(fig, out_md.parent)})", ""]
+        per_source = per_source_table(records)
+        if per_source:
+            lines += ["### Leave-source-out accuracy per held-out source", ""] + per_source + [""]
+        lines += ["### Details (out-of-domain and in-domain metrics per split)", ""] + details_table(records) + [""]
+        lines += ["### Hyper-parameters (from the records' configs)", ""] + configs(records) + [""]
+        lines += ["### Commands that regenerate these numbers", ""]
+        lines += commands(records, str(results_dir), str(out_md), baseline) + [""]
+    if failed:
+        lines += [f"**Not included: {len(failed)} failed run(s)** (rerun the same command to retry):", ""]
+        lines += [f"- {r.label()}: {r.data.get('error')}" for r in failed] + [""]
+    return lines
+
+
+def build_leaderboard(results_dir: Path | str = DEFAULT_RESULTS, out_md: Path | str = DEFAULT_OUT, *,
+                      include_quick: bool = False, figures: bool = True,
+                      baseline: str = BASELINE) -> LeaderboardResult:
+    """Rebuild the leaderboard markdown (and figures in ``<out_md dir>/figures``) from the records.
+
+    Parameters
+    ----------
+    results_dir
+        Folder of run records (as written by ``bench run``).
+    out_md
+        Markdown file to write.
+    include_quick
+        Also count records of the ``--quick`` smoke profile (excluded by default).
+    figures
+        Draw the seaborn figure of accuracy by method and split.
+    baseline
+        Method the paired differences are taken to (``erm``).
+    """
+    results_dir, out_md = Path(results_dir), Path(out_md)
+    found: RecordSet = load_records(results_dir)
+    result = LeaderboardResult(out_md)
+    used = found.ok + (found.quick if include_quick else [])
+    result.n_records = len(used)
+    groups: dict[tuple[str, str], tuple[list[Record], list[Record]]] = defaultdict(lambda: ([], []))
+    for r in used:
+        groups[(r.dataset, r.fingerprint)][0].append(r)
+    for r in found.failed:
+        groups[(r.dataset, r.fingerprint)][1].append(r)
+    fps_of: dict[str, list[str]] = defaultdict(list)
+    for name, fp in sorted(groups):
+        fps_of[name].append(fp)
+    lines = ["# platebench leaderboard", "",
+             f"Generated by `bench leaderboard` from the run records under `{results_dir.as_posix()}` alone; "
+             "do not edit by hand. Task: mechanism-of-action classification of the 8 JUMP positive "
+             "controls on plates of new batches and new labs (DESIGN.md §3).", ""]
+    if not groups:
+        lines += [f"No run records found under `{results_dir.as_posix()}`. Run `bench run --method erm "
+                  "--split source_out` first.", ""]
+    figures_dir = out_md.parent / "figures" if figures else None
+    for name, fp in sorted(groups):
+        others = [o for o in fps_of[name] if o != fp]
+        if others and fp == fps_of[name][0]:
+            result.warnings.append(f"dataset '{name}' has records of {len(fps_of[name])} data versions "
+                                   f"({', '.join(fps_of[name])}); they are reported in separate tables")
+        ok, failed = groups[(name, fp)]
+        lines += _dataset_section(name, fp, ok, failed, others, results_dir, out_md, figures_dir, result,
+                                  baseline)
+    lines += _reported_section() + [""]
+    lines += _exclusions(found, include_quick, results_dir, result)
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_md.with_name(f".{out_md.name}.tmp-{os.getpid()}")
+    tmp.write_text("\n".join(lines).rstrip() + "\n")
+    os.replace(tmp, out_md)
+    return result
+
+
+def _exclusions(found: RecordSet, include_quick: bool, results_dir: Path, result: LeaderboardResult) -> list[str]:
+    lines = []
+    if found.failed:
+        result.warnings.append(f"{len(found.failed)} failed run record(s) are not included "
+                               f"(first: {found.failed[0].label()}: {found.failed[0].data.get('error')})")
+    if found.quick and not include_quick:
+        lines.append(f"- {len(found.quick)} record(s) of the `--quick` smoke profile are excluded.")
+    if found.outdated:
+        formats = sorted({str(v) for _, v in found.outdated})
+        lines.append(f"- {len(found.outdated)} record(s) of an older record format (format {', '.join(formats)}; "
+                     f"this version reads {RECORD_FORMAT}) are not included; rerun their commands to refresh them:")
+        lines += [f"  - `{_rel(p, results_dir)}`" for p, _ in found.outdated]
+        result.warnings.append(f"{len(found.outdated)} record(s) of an older format are not included "
+                               f"(first: {found.outdated[0][0]}); rerun their commands with --force")
+    if found.invalid:
+        lines.append(f"- {len(found.invalid)} damaged record(s) are not included:")
+        lines += [f"  - `{_rel(p, results_dir)}`: {why}" for p, why in found.invalid]
+        result.warnings.append(f"{len(found.invalid)} damaged record(s) are not included "
+                               f"(first: {found.invalid[0][0]}: {found.invalid[0][1]})")
+    return (["## Records not included", ""] + lines + [""]) if lines else []

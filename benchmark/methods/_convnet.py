@@ -1,0 +1,109 @@
+"""What every ResNet-classifier method shares (a base class, not a method): its config fields, setup and the plumbing of fit.
+
+A method subclasses :class:`ConvNetMethod` and adds only what makes it itself: how
+a training epoch's batches are formed, how the validation loss is computed, and
+how a target plate is predicted. The reference setting of the study (GPU) is
+``backbone="resnet50", crop=256, max_epochs=200, patience=20, grad_accum=8``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..constants import DMSO_LABEL
+from ..datasets.dataset import LabelledImages
+from ..core.backbones import create_backbone, n_parameters
+from ..core.preprocess import Preprocessor, channel_stats, check_crop
+from ..core.sampler import Batch
+from ..core.training import Step, TrainSettings, stderr_progress, train_model
+from .base import Method, MethodConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvNetConfig(MethodConfig):
+    """Hyper-parameters shared by the ResNet-classifier methods (CPU defaults)."""
+
+    backbone: str = "resnet_micro"  # 5-channel ResNet (resnet_micro, resnet_small, resnet18, resnet50)
+    crop: int = 40                  # side of the random (train) / centre (test) crop in px; 0 = whole image
+    lr: float = 1e-3                # Adam learning rate
+    weight_decay: float = 0.0       # Adam weight decay
+    max_epochs: int = 5             # epoch budget (passes over the training plates' treated images; reference: 200)
+    patience: int = 2               # early stopping: epochs without a lower validation loss (reference: 20)
+    grad_accum: int = 1             # mini-batches per optimiser step (reference: 8)
+    eval_batch_size: int = 256      # images per forward pass when no BN context is involved
+    stats_images: int = 2048        # training images sampled to compute per-channel mean/std
+    channels_last: bool = True      # channels-last memory format (faster on CPU)
+    threads: int = 1                # torch CPU threads (1: 2 threads are ~10x slower on a busy 2-core CPU); 0 = torch default
+
+
+class ConvNetMethod(Method):
+    """Base of methods that train a 5-channel ResNet classifier on image pixels."""
+
+    Config = ConvNetConfig
+    config: ConvNetConfig
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _setup(self, train: LabelledImages, seed: int) -> None:
+        cfg = self.config
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        all_ids = np.sort(np.concatenate([train.treated_ids(), train.control_ids()]))
+        rng = np.random.default_rng([seed, 7])
+        sample = np.sort(rng.choice(all_ids, size=min(cfg.stats_images, len(all_ids)), replace=False))
+        images = train.read(sample)
+        self.stats_ = channel_stats(images)
+        self.preprocess_ = Preprocessor(self.stats_, check_crop(cfg.crop, images.shape[1:]),
+                                        self.device, cfg.channels_last)
+        torch.manual_seed(seed)
+        model = create_backbone(cfg.backbone).to(self.device)
+        self.model_ = model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+    def _steps(self, train: LabelledImages, make_batches: Callable[[np.random.Generator], list[Batch]]
+               ) -> Callable[[np.random.Generator], Iterator[Step]]:
+        """Turn a batch sampler into an epoch of (inputs, targets); DMSO context gets target -1."""
+        def epoch(rng: np.random.Generator) -> Iterator[Step]:
+            for batch in make_batches(rng):
+                pixels = train.read(batch.image_ids)
+                targets = np.where(batch.is_context, DMSO_LABEL, train.labels(batch.image_ids))
+                yield (self.preprocess_.train(pixels, rng),
+                       torch.as_tensor(targets, dtype=torch.long, device=self.device))
+        return epoch
+
+    def _train(self, train: LabelledImages, make_batches: Callable[[np.random.Generator], list[Batch]],
+               val_loss: Callable[[torch.nn.Module], float], seed: int) -> None:
+        cfg = self.config
+        settings = TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
+                                 patience=cfg.patience, grad_accum=cfg.grad_accum)
+        progress = stderr_progress(f"{self.name} seed {seed}") if self.verbose else None
+        report = train_model(self.model_, self._steps(train, make_batches), val_loss, settings, seed, progress)
+        report.update(backbone=cfg.backbone, n_parameters=n_parameters(self.model_), crop=self.preprocess_.crop,
+                      n_train_plates=len(train.plates), n_train_treated=int(len(train.treated_ids())),
+                      channel_stats=self.stats_.to_dict())
+        self.fit_report_ = report
+
+    # -- evaluation helpers -----------------------------------------------------------------
+    def _eval_tensor(self, images: np.ndarray) -> torch.Tensor:
+        return self.preprocess_.eval(np.asarray(images))
+
+    def _logits_running_stats(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits in eval mode (BN running statistics): each image on its own."""
+        self.model_.eval()
+        with torch.no_grad():
+            return torch.cat([self.model_(x[i:i + self.config.eval_batch_size])
+                              for i in range(0, len(x), self.config.eval_batch_size)])
+
+    def _val_set(self, val: LabelledImages, plate: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centre-cropped treated images of ``val`` (one plate or all) and their labels."""
+        ids = val.treated_ids(plate)
+        return (self._eval_tensor(val.read(ids)),
+                torch.as_tensor(val.labels(ids), dtype=torch.long, device=self.device))
+
+
+def softmax(logits: torch.Tensor) -> np.ndarray:
+    """Class probabilities as a float64 numpy array whose rows sum to 1."""
+    probs = torch.softmax(logits.double(), dim=1).cpu().numpy()
+    return probs / probs.sum(axis=1, keepdims=True)

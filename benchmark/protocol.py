@@ -1,0 +1,229 @@
+"""The protocol runner: every (fold, seed) of one method on one split, one record each.
+
+``run_protocol`` resolves the method, its config and the device, builds the folds
+(:func:`benchmark.splits.make_folds`), and for each fold and seed fits, evaluates
+(:mod:`benchmark.evaluation`) and writes a record (:mod:`benchmark.records`). It is
+resumable: a run whose ok record already exists with the same config, data
+fingerprint, split seed and profile is skipped (``force`` recomputes it); failed
+records are retried. A method that fails writes a failed record and the other runs go on.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .datasets import Dataset, load_dataset
+from .errors import BenchError, DataError, UnknownNameError
+from .evaluation import StageError, fit_and_evaluate
+from .methods.base import Method, MethodConfig
+from .records import (DEFAULT_RESULTS, FULL, QUICK, RECORD_FORMAT, clean_temp_files, environment_info, json_safe,
+                      read_record, record_path, run_dir, verify_predictions, write_record)
+from .registry import get_method, method_origin
+from .splits import SPLITS, Fold, make_folds
+
+DEFAULT_SEEDS = (0, 1, 2)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What happened to one (fold, seed): ``ok``, ``skipped`` (already recorded) or ``failed``."""
+
+    method: str
+    split: str
+    fold: int
+    seed: int
+    status: str
+    path: Path
+    out_of_domain_accuracy: float | None = None
+    in_domain_accuracy: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
+    if device not in DEVICES:
+        raise BenchError(f"unknown device '{device}'. Valid devices: {', '.join(DEVICES)}.")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise BenchError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    return "cpu"
+
+
+def resolve_config(method_cls: type[Method], overrides: Mapping[str, Any] | None = None,
+                   quick: bool = False) -> MethodConfig:
+    """The method's config: defaults, then its ``quick_overrides`` (with ``quick``), then ``overrides``."""
+    values = {**(method_cls.quick_overrides if quick else {}), **dict(overrides or {})}
+    return method_cls.Config.from_dict(values) if values else method_cls.Config()
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
+    """``["lr=0.01", "epochs=3"]`` -> ``{"lr": "0.01", "epochs": "3"}`` (typed later by the config)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"--set expects key=value, got '{pair}' (e.g. --set epochs=5)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def select_folds(folds: list[Fold], wanted: Sequence[int] | None) -> list[Fold]:
+    """The folds with the given indices (all when ``wanted`` is None); unknown indices list the valid ones."""
+    if wanted is None:
+        return folds
+    valid = [f.index for f in folds]
+    bad = [k for k in wanted if k not in valid]
+    if bad:
+        raise BenchError(f"fold(s) {', '.join(map(str, bad))} do not exist for split {folds[0].split}; "
+                         f"valid folds: {', '.join(map(str, valid))}")
+    return [f for f in folds if f.index in set(wanted)]
+
+
+def _fold_info(dataset: Dataset, fold: Fold, n_folds: int, split_seed: int) -> dict[str, Any]:
+    val_batches = dataset.index[fold.val_ids]["batch"].unique().sort().to_list()
+    return {"name": fold.split, "fold": fold.index, "n_folds": n_folds, "split_seed": split_seed,
+            "held_out": list(fold.held_out),
+            "held_out_kind": "source" if fold.split == "source_out" else "batch",
+            "validation_batches": val_batches, "description": fold.describe(),
+            "n_images": {"train": len(fold.train_ids), "val": len(fold.val_ids),
+                         "in_domain": len(fold.in_domain_ids), "target": len(fold.target_ids)}}
+
+
+def _already_done(path: Path, config: dict, fingerprint: str, split_seed: int) -> tuple[bool, str]:
+    """Whether ``path`` holds an ok record of the same run; else why not (for the log)."""
+    if not path.exists():
+        return False, ""
+    try:
+        data = read_record(path)
+    except DataError:
+        return False, "unreadable record"
+    checks = [(data.get("record_format") == RECORD_FORMAT, "older record format"),
+              (data.get("status") == "ok", "previous run failed"),
+              (data.get("method", {}).get("config") == config, "config changed"),
+              (data.get("dataset", {}).get("fingerprint") == fingerprint, "data fingerprint changed"),
+              (data.get("split", {}).get("split_seed") == split_seed, "split seed changed")]
+    for ok, why in checks:
+        if not ok:
+            return False, why
+    problem = verify_predictions(path, data)
+    return (problem is None), (problem or "")
+
+
+def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", *,
+                 seeds: Sequence[int] = DEFAULT_SEEDS, folds: Sequence[int] | None = None, split_seed: int = 0,
+                 device: str = "auto", results_dir: Path | str = DEFAULT_RESULTS, quick: bool = False,
+                 force: bool = False, overrides: Mapping[str, Any] | None = None,
+                 dataset_options: Mapping[str, Any] | None = None, verbose: bool = False,
+                 log: Callable[[str], None] | None = None) -> list[RunOutcome]:
+    """Run ``method`` on every selected fold and seed of ``split`` and write one record per run.
+
+    Parameters
+    ----------
+    method, split
+        Registered method name; ``source_out`` or ``batch_out``.
+    dataset
+        A dataset name or folder (opened with :func:`load_dataset` and ``dataset_options``), or an opened dataset.
+    seeds, folds, split_seed
+        Training seeds; fold indices (None = all); seed of the fold assignment.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+    results_dir
+        Where records go (see :mod:`benchmark.records` for the layout).
+    quick
+        Smoke profile: the method's ``quick_overrides``; records are marked ``profile: quick``.
+    force
+        Recompute runs that already have an ok record.
+    overrides
+        Hyper-parameter overrides (``--set key=value``), applied after ``quick_overrides``.
+    log
+        Called with one progress line per step (``None``: silent).
+
+    Returns
+    -------
+    list of RunOutcome, one per (fold, seed), in run order.
+    """
+    say = log or (lambda _line: None)
+    method_cls = get_method(method)
+    if split not in SPLITS:
+        raise UnknownNameError("split", split, SPLITS)
+    config = resolve_config(method_cls, overrides, quick)
+    device = resolve_device(device)
+    argument = dataset if isinstance(dataset, str) else dataset.name
+    if isinstance(dataset, str):
+        dataset = load_dataset(dataset, **dict(dataset_options or {}))
+    all_folds = make_folds(dataset.index, split, split_seed)
+    chosen = select_folds(all_folds, folds)
+    profile = QUICK if quick else FULL
+    results_dir = Path(results_dir)
+    clean_temp_files(run_dir(results_dir, dataset.name, dataset.fingerprint, method, split))
+    config_json = json_safe(config.to_dict())
+    env = environment_info()
+    outcomes = []
+    for fold in chosen:
+        for seed in seeds:
+            path = record_path(results_dir, dataset.name, dataset.fingerprint, method, split, fold.index, seed, profile)
+            tag = f"[{method} {split}] fold {fold.index} (held out {', '.join(fold.held_out)}) seed {seed}"
+            done, why = _already_done(path, config_json, dataset.fingerprint, split_seed)
+            if done and not force:
+                say(f"{tag}: skipped, already recorded in {path}")
+                outcomes.append(RunOutcome(method, split, fold.index, seed, "skipped", path))
+                continue
+            if why:
+                say(f"{tag}: recomputing ({why})")
+            say(f"{tag}: fitting on {len(fold.train_ids)} images, validating on {len(fold.val_ids)}")
+            header = {"record_format": RECORD_FORMAT, "profile": profile,
+                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      "method": {"name": method, "access": str(method_cls.access),
+                                 "description": method_cls.description, "origin": method_origin(method),
+                                 "config": config_json, "overrides": json_safe(dict(overrides or {})),
+                                 "quick_overrides": json_safe(method_cls.quick_overrides) if quick else {}},
+                      "split": _fold_info(dataset, fold, len(all_folds), split_seed), "seed": seed,
+                      "dataset": {"name": dataset.name, "argument": str(argument),
+                                  "version": dataset.meta.version, "fingerprint": dataset.fingerprint,
+                                  "settings": json_safe(dict(dataset.meta.settings)),
+                                  "image_shape": list(dataset.image_shape)},
+                      "class_names": list(dataset.meta.class_names), "device": device, "environment": env}
+            outcomes.append(_run_one(method_cls(config, device=device, verbose=verbose), dataset, fold, seed,
+                                     split_seed, header, path, say, tag))
+    return outcomes
+
+
+def _run_one(model: Method, dataset: Dataset, fold: Fold, seed: int, split_seed: int, header: dict,
+             path: Path, say: Callable[[str], None], tag: str) -> RunOutcome:
+    start = time.perf_counter()
+    try:
+        result = fit_and_evaluate(model, dataset, fold, seed, split_seed)
+    except (StageError, BenchError) as exc:
+        seconds = time.perf_counter() - start
+        original = exc.error if isinstance(exc, StageError) else exc
+        trace = None if isinstance(original, BenchError) else "".join(
+            traceback.format_exception(type(original), original, original.__traceback__))
+        write_record(path, {**header, "status": "failed", "error": str(exc), "traceback": trace,
+                            "timings": {"total_s": seconds}}, None)
+        say(f"{tag}: FAILED: {exc}")
+        return RunOutcome(model.name, fold.split, fold.index, seed, "failed", path, seconds=seconds, error=str(exc))
+    seconds = time.perf_counter() - start
+    metrics = result.metrics
+    write_record(path, {**header, "status": "ok", "error": None, "metrics": metrics,
+                        "fit_report": result.fit_report, "timings": {**result.timings, "total_s": seconds}},
+                 result.predictions)
+    ood, ind = metrics["out_of_domain"]["accuracy"], metrics["in_domain"]["accuracy"]
+    say(f"{tag}: out-of-domain accuracy {ood:.3f}, in-domain {ind:.3f} ({seconds:.1f} s)")
+    return RunOutcome(model.name, fold.split, fold.index, seed, "ok", path, ood, ind, seconds)
+
+
+__all__ = ["DEFAULT_RESULTS", "DEFAULT_SEEDS", "RunOutcome", "parse_overrides", "resolve_config",
+           "resolve_device", "run_protocol", "select_folds"]

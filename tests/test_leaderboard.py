@@ -1,0 +1,147 @@
+"""The leaderboard from hand-made records: aggregates, pairing, exclusions, reproducibility."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from benchmark.leaderboard import build_leaderboard, paired_difference
+from benchmark.records import RECORD_FORMAT, load_records, record_path, write_record
+
+
+def fake(root, method, split, fold, seed, ood, ind, fp="fp1", access="none", status="ok", profile="full",
+         fmt=RECORD_FORMAT, held_out=None, n_folds=None, name="synthetic"):
+    data = {
+        "record_format": fmt, "profile": profile, "status": status, "seed": seed,
+        "error": None if status == "ok" else "fit raised RuntimeError: boom",
+        "method": {"name": method, "access": access, "config": {"image_size": 32, "lr": 0.001},
+                   "overrides": {}},
+        "split": {"name": split, "fold": fold, "split_seed": 0,
+                  "n_folds": n_folds or (2 if split == "source_out" else 5),
+                  "held_out": held_out or [f"s{fold}" if split == "source_out" else f"b{fold}"]},
+        "dataset": {"name": name, "argument": name, "version": "1", "fingerprint": fp,
+                    "image_shape": [5, 32, 32]},
+        "metrics": {"out_of_domain": {"accuracy": ood, "balanced_accuracy": ood, "macro_f1": ood,
+                                      "worst_plate_accuracy": ood - 0.1, "ece": 0.05},
+                    "in_domain": {"accuracy": ind, "balanced_accuracy": ind, "macro_f1": ind,
+                                  "worst_plate_accuracy": ind, "ece": 0.02}},
+    }
+    path = record_path(root, name, fp, method, split, fold, seed, profile)
+    pred = None if status != "ok" else pl.DataFrame({"image_id": np.arange(4)})
+    write_record(path, data, pred)
+    return path
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    erm_so = {(0, 0): 0.5, (0, 1): 0.6, (1, 0): 0.7, (1, 1): 0.8}
+    for (fold, seed), acc in erm_so.items():
+        fake(root, "erm", "source_out", fold, seed, acc, 0.9)
+        fake(root, "cs_arm_bn", "source_out", fold, seed, acc + 0.1, 0.92, access="unlabeled")
+    fake(root, "erm", "batch_out", 0, 0, 0.7, 0.9)
+    fake(root, "cs_arm_bn", "batch_out", 0, 0, 0.75, 0.92, access="unlabeled")
+    return root
+
+
+def section(md, start, stop="\n## "):
+    i = md.index(start)
+    j = md.find(stop, i + 1)
+    return md[i:j if j > 0 else None]
+
+
+def row(md, method):
+    return next(line for line in md.splitlines() if line.startswith(f"| `{method}` |"))
+
+
+def test_main_table_by_hand(results, tmp_path):
+    out = tmp_path / "lb" / "LEADERBOARD.md"
+    res = build_leaderboard(results, out, figures=False)
+    md = out.read_text()
+    assert res.n_records == 10 and not res.warnings
+    erm = row(md, "erm").split(" | ")
+    # in-domain pools both splits; source-out: mean of 0.5..0.8, sample std sqrt(0.05/3)
+    assert erm[1:6] == ["none", "0.900 ± 0.000", "0.700 ± 0.000", "0.650 ± 0.129", "+0.250"]
+    cs = row(md, "cs_arm_bn").split(" | ")
+    assert cs[1] == "unlabeled" and cs[4] == "0.750 ± 0.129"
+    assert cs[6] == "+0.050 [+0.050, +0.050] (n=1)" and cs[7] == "+0.100 [+0.100, +0.100] (n=4)"
+    assert cs[8] == "5 (1 + 4)" and cs[9].startswith("1")
+    assert "`synthetic` = a simulator, not real data" in md
+    assert "fingerprint `fp1`" in md and "Seeds: 0, 1." in md
+    assert "Model / input (from the records' configs): `erm`: image_size=32" in md
+    # rows are ordered by access level, ERM first
+    assert md.index("| `erm` |") < md.index("| `cs_arm_bn` |")
+
+
+def test_per_source_reported_rows_and_commands(results, tmp_path):
+    out = tmp_path / "LEADERBOARD.md"
+    build_leaderboard(results, out, figures=False)
+    md = out.read_text()
+    per_source = section(md, "### Leave-source-out accuracy per held-out source", "\n### ")
+    assert "| `erm` | 0.550 ± 0.071 | 0.750 ± 0.071 |" in per_source
+    reported = section(md, "## JUMP-CP — reported by the reference study, not reproduced here")
+    assert "| ERM (reported, not reproduced here) | none | 0.939 ± 0.005 | 0.862 ± 0.060 |" in reported
+    assert "| ARM-BN (reported, not reproduced here) | unlabeled | – | 0.935 ± 0.018 |" in reported
+    cmds = section(md, "### Commands that regenerate these numbers", "```\n\n")
+    assert f"bench run --method erm --split source_out --dataset synthetic --seeds 0,1 --results {results}" in cmds
+    assert f"bench run --method erm --split batch_out --dataset synthetic --seeds 0 --folds 0 --results {results}" \
+        in cmds
+    assert f"bench leaderboard --results {results} --out {out}" in cmds
+
+
+def test_paired_difference_pairs_only_shared_fold_and_seed(results):
+    recs = load_records(results).ok
+    assert paired_difference(recs, "cs_arm_bn", "source_out") == pytest.approx((0.1, 0.1, 0.1, 4))
+    fake(results, "cs_arm_bn", "source_out", 1, 7, 0.0, 0.9, access="unlabeled")  # no ERM partner
+    recs = load_records(results).ok
+    assert paired_difference(recs, "cs_arm_bn", "source_out")[3] == 4
+
+
+def test_mixed_fingerprints_are_never_averaged(results, tmp_path):
+    fake(results, "erm", "source_out", 0, 0, 0.1, 0.2, fp="fp2")
+    out = tmp_path / "LEADERBOARD.md"
+    res = build_leaderboard(results, out, figures=False)
+    md = out.read_text()
+    fp1 = section(md, "## Dataset `synthetic` — version 1, fingerprint `fp1`")
+    fp2 = section(md, "## Dataset `synthetic` — version 1, fingerprint `fp2`")
+    assert "0.650 ± 0.129" in row(fp1, "erm")
+    assert row(fp2, "erm").split(" | ")[4] == "0.100 ± 0.000"
+    assert "also exist for fingerprint(s) `fp2`" in fp1 and "never averaged" in fp1
+    assert any("has records of 2 data versions (fp1, fp2)" in w for w in res.warnings)
+
+
+def test_failed_quick_and_older_records_are_reported_not_mixed(results, tmp_path):
+    fake(results, "erm", "source_out", 0, 5, 0.0, 0.0, status="failed")
+    fake(results, "erm", "source_out", 0, 6, 0.0, 0.0, profile="quick")
+    old = fake(results, "erm", "source_out", 0, 8, 0.0, 0.0, fmt=0)
+    out = tmp_path / "LEADERBOARD.md"
+    res = build_leaderboard(results, out, figures=False)
+    md = out.read_text()
+    assert "0.650 ± 0.129" in row(md, "erm")  # none of the three changes the numbers
+    assert "**Not included: 1 failed run(s)**" in md
+    assert "- erm source_out fold 0 seed 5: fit raised RuntimeError: boom" in md
+    assert "- 1 record(s) of the `--quick` smoke profile are excluded." in md
+    assert "1 record(s) of an older record format (format 0; this version reads 1) are not included" in md
+    assert f"`{old.relative_to(results).as_posix()}`" in md
+    assert any(w.startswith("1 failed run record(s) are not included") for w in res.warnings)
+    assert any(w.startswith("1 record(s) of an older format are not included") for w in res.warnings)
+    with_quick = build_leaderboard(results, out, figures=False, include_quick=True)
+    assert with_quick.n_records == 11
+
+
+def test_rebuild_is_reproducible_and_draws_the_figure(results, tmp_path):
+    out = tmp_path / "board" / "LEADERBOARD.md"
+    res = build_leaderboard(results, out)
+    first = out.read_text()
+    (fig,) = res.figures
+    assert fig == tmp_path / "board" / "figures" / "accuracy_synthetic-fp1.png"
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![accuracy by method and split](figures/accuracy_synthetic-fp1.png)" in first
+    fig_bytes = fig.read_bytes()
+    build_leaderboard(results, out)
+    assert out.read_text() == first and fig.read_bytes() == fig_bytes
+
+
+def test_no_records(tmp_path):
+    out = tmp_path / "LEADERBOARD.md"
+    build_leaderboard(tmp_path / "nothing", out)
+    assert "No run records found" in out.read_text()

@@ -1,0 +1,62 @@
+"""FM + TVN: frozen encoder, per-plate TVN from the plate's own DMSO, linear classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _method_data import shifted, split, view
+from benchmark.core.encoders import ModuleEncoder, register_encoder_backend
+from benchmark.errors import MethodError
+from benchmark.methods.fm_tvn import FMTVN
+
+
+class _Features(torch.nn.Module):
+    """A fixed random-feature encoder: 4x4 average pooling, then a fixed projection."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(5 * 16, 24)
+
+    def forward(self, x):
+        return self.proj(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1))
+
+
+@register_encoder_backend("test-random-features")
+def _random_features(argument, device):
+    return ModuleEncoder("test-random-features", _Features(), 24, lambda x: torch.as_tensor(x, dtype=torch.float32) / 255)
+
+
+@pytest.fixture(scope="module")
+def fitted(toy_dataset):
+    train, val, target = split(toy_dataset)
+    return FMTVN(FMTVN.Config(encoder="test-random-features")).fit(train, val, seed=0), target
+
+
+def test_fit_report_names_the_encoder_and_predictions_are_probabilities(fitted, toy_dataset):
+    method, target = fitted
+    assert method.fit_report()["encoder"] == "test-random-features"
+    v, labels = view(toy_dataset, target, "src3_b0_p0")
+    probs = method.adapt(v).predict(v.treated)
+    assert probs.shape == (len(labels), 8)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-6)
+    assert (probs.argmax(1) == labels).mean() > 0.5
+
+
+def test_target_plate_transform_uses_only_its_own_dmso(fitted, toy_dataset):
+    method, target = fitted
+    v, _ = view(toy_dataset, target, "src3_b0_p0")
+    x = np.asarray(v.treated)
+    base = method.adapt(v).predict(x)
+    np.testing.assert_allclose(method.predict(x[:4]), base[:4], rtol=1e-4, atol=1e-8)  # images do not interact
+    other, _ = view(toy_dataset, target, "src3_b1_p1")
+    assert not np.allclose(method.adapt(other).predict(x), base)  # another plate's DMSO: another transform
+
+
+def test_missing_dmso_names_the_plate(fitted, toy_dataset):
+    method, target = fitted
+    v, _ = view(toy_dataset, target, "src3_b0_p0", with_controls=False)
+    with pytest.raises(MethodError, match="plate src3_b0_p0 has 0 DMSO images; fm_tvn needs the plate's DMSO"):
+        method.adapt(v)
