@@ -6,7 +6,9 @@ in-domain / leave-batch-out / leave-source-out accuracy (mean ± std over folds 
 seeds), the gap in-domain − leave-source-out, the paired difference to ERM with a
 bootstrap 95% CI, the number of runs and the data version; then a per-source table,
 a details table, the hyper-parameters, and the commands that regenerate the numbers.
-Failed, quick, older-format and damaged records are listed, never mixed in.
+Failed, quick, older-format and damaged records are listed, never mixed in; records of a
+method that is not installed or of a data version not in the repository are rejected
+with the reason (:func:`screen_records`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from .leaderboard_tables import (BASELINE, commands, configs, details_table, main_table, method_order,
                                  model_line, paired_difference, per_source_table)
-from .records import DEFAULT_RESULTS, RECORD_FORMAT, Record, RecordSet, load_records
+from .records import DEFAULT_RESULTS, QUICK, RECORD_FORMAT, Record, RecordSet, load_records
 
 DEFAULT_OUT = Path("leaderboard") / "LEADERBOARD.md"
 
@@ -28,6 +30,30 @@ REPORTED = (
     ("ARM-BN", "unlabeled", "–", "0.935 ± 0.018"),
 )
 """Sanchez-Fernandez et al. 2026, JUMP-CP sources 3 and 8: reported, not reproduced here."""
+
+
+def screen_records(records: list[Record], installed: dict[str, str]) -> tuple[list[Record], list[tuple[Record, str]]]:
+    """Split records into accepted and rejected (with the reason); pure function.
+
+    ``installed`` maps each installed method name to its origin (``platebench`` for the
+    built-ins). A record is rejected when (1) its method is not installed, or (2) its data
+    version (dataset name + fingerprint) is not *in the repository*: no record of a
+    built-in method in the same results folder uses it, so nothing on the leaderboard
+    could be compared with it on the same data.
+    """
+    known = {(r.dataset, r.fingerprint) for r in records if installed.get(r.method) == "platebench"}
+    accepted, rejected = [], []
+    for r in records:
+        if r.method not in installed:
+            rejected.append((r, f"method '{r.method}' is not installed (installed: {', '.join(sorted(installed))}); "
+                                "install its package (pip install -e <its folder>) or remove these records"))
+        elif (r.dataset, r.fingerprint) not in known:
+            rejected.append((r, f"data version {r.dataset}-{r.fingerprint} is not in the repository: no record of a "
+                                "built-in method uses it; run `bench run` on the repository's dataset (bench data "
+                                "synth / bench data prepare), or add the reference methods' records for this version"))
+        else:
+            accepted.append(r)
+    return accepted, rejected
 
 
 @dataclass
@@ -116,6 +142,15 @@ def build_leaderboard(results_dir: Path | str = DEFAULT_RESULTS, out_md: Path | 
     results_dir, out_md = Path(results_dir), Path(out_md)
     found: RecordSet = load_records(results_dir)
     result = LeaderboardResult(out_md)
+    from .registry import available_methods, method_origin
+
+    installed = {name: method_origin(name) for name in available_methods()}
+    screened, rejected = screen_records(found.ok + found.quick + found.failed, installed)
+    keep = {id(r) for r in screened}
+    found.ok, found.quick, found.failed = ([r for r in part if id(r) in keep]
+                                           for part in (found.ok, found.quick, found.failed))
+    if not include_quick:
+        rejected = [(r, why) for r, why in rejected if r.profile != QUICK or r.status != "ok"]
     used = found.ok + (found.quick if include_quick else [])
     result.n_records = len(used)
     groups: dict[tuple[str, str], tuple[list[Record], list[Record]]] = defaultdict(lambda: ([], []))
@@ -143,7 +178,7 @@ def build_leaderboard(results_dir: Path | str = DEFAULT_RESULTS, out_md: Path | 
         lines += _dataset_section(name, fp, ok, failed, others, results_dir, out_md, figures_dir, result,
                                   baseline)
     lines += _reported_section() + [""]
-    lines += _exclusions(found, include_quick, results_dir, result)
+    lines += _exclusions(found, include_quick, results_dir, result, rejected)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_md.with_name(f".{out_md.name}.tmp-{os.getpid()}")
     tmp.write_text("\n".join(lines).rstrip() + "\n")
@@ -151,8 +186,15 @@ def build_leaderboard(results_dir: Path | str = DEFAULT_RESULTS, out_md: Path | 
     return result
 
 
-def _exclusions(found: RecordSet, include_quick: bool, results_dir: Path, result: LeaderboardResult) -> list[str]:
+def _exclusions(found: RecordSet, include_quick: bool, results_dir: Path, result: LeaderboardResult,
+                rejected: list[tuple[Record, str]]) -> list[str]:
     lines = []
+    if rejected:
+        lines.append(f"- {len(rejected)} record(s) rejected:")
+        lines += [f"  - `{_rel(r.path, results_dir)}`: {why}" for r, why in rejected]
+        for why in dict.fromkeys(why for _, why in rejected):
+            n = sum(w == why for _, w in rejected)
+            result.warnings.append(f"rejected {n} record(s): {why}")
     if found.failed:
         result.warnings.append(f"{len(found.failed)} failed run record(s) are not included "
                                f"(first: {found.failed[0].label()}: {found.failed[0].data.get('error')})")

@@ -16,14 +16,60 @@ if TYPE_CHECKING:  # imported lazily below: benchmark.methods imports this modul
 
 _METHODS: dict[str, type[Method]] = {}
 _ORIGINS: dict[str, str] = {}
+BUILTIN = "platebench"
+"""Origin of the methods shipped in ``benchmark/methods``."""
+_loading_origin: list[str] = []  # the plugin distribution being loaded (set by benchmark.plugins)
+_plugins_loaded = False
+
+# (method, positional parameters after self) of the adapter API; extra parameters need defaults
+API_SIGNATURES: dict[str, tuple[str, ...]] = {"fit": ("train", "val", "seed"), "adapt": ("plate",),
+                                              "predict": ("images",)}
 
 
 def _where(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def register_method(cls: type[Method], origin: str = "platebench") -> type[Method]:
-    """Class decorator: validate and register a method under ``cls.name``."""
+def signature_problems(cls: type) -> list[str]:
+    """What is wrong with the signatures of ``fit``, ``adapt`` and ``predict`` of ``cls`` (empty if nothing)."""
+    problems = []
+    for method, params in API_SIGNATURES.items():
+        func = getattr(cls, method, None)
+        expected = f"{method}(self, {', '.join(params)})"
+        if not callable(func):
+            problems.append(f"{method} is missing; define {expected}")
+            continue
+        try:
+            sig = inspect.signature(func)
+            sig.bind(None, *params)
+        except (TypeError, ValueError):
+            found = f"{method}{inspect.signature(func)}" if _has_signature(func) else method
+            problems.append(f"{found} does not accept the call {expected}; use that signature")
+    return problems
+
+
+def _has_signature(func: object) -> bool:
+    try:
+        inspect.signature(func)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _origin_of(cls: type) -> str:
+    """``platebench`` for built-ins, the plugin's distribution while loading one, else the top-level module."""
+    if _loading_origin:
+        return _loading_origin[-1]
+    top = cls.__module__.split(".", 1)[0]
+    return BUILTIN if top == "benchmark" else top
+
+
+def register_method(cls: type[Method], origin: str | None = None) -> type[Method]:
+    """Class decorator: validate and register a method under ``cls.name``.
+
+    ``origin`` (shown by ``bench methods list``) defaults to ``platebench`` for the
+    built-in methods and to the distribution name for entry-point plugins.
+    """
     from .methods.base import AccessLevel, MethodConfig
 
     for attr in ("name", "access", "description"):
@@ -40,9 +86,18 @@ def register_method(cls: type[Method], origin: str = "platebench") -> type[Metho
     if inspect.isabstract(cls):
         raise BenchError(f"method {_where(cls)} does not implement "
                          f"{', '.join(sorted(cls.__abstractmethods__))}")
+    problems = signature_problems(cls)
+    if problems:
+        raise BenchError(f"method {_where(cls)} has wrong signatures: {'; '.join(problems)}")
     _METHODS[cls.name] = cls
-    _ORIGINS[cls.name] = origin
+    _ORIGINS[cls.name] = origin or _origin_of(cls)
     return cls
+
+
+def unregister_method(name: str) -> None:
+    """Remove ``name`` from the registry (used to roll back a plugin that failed half-way)."""
+    _METHODS.pop(name, None)
+    _ORIGINS.pop(name, None)
 
 
 def _load_builtins() -> None:
@@ -57,17 +112,35 @@ def _load_builtins() -> None:
             importlib.import_module(f"{methods.__name__}.{info.name}")
 
 
+def _load_all() -> None:
+    """The built-in methods, then (once per process) the entry-point plugins."""
+    global _plugins_loaded
+    _load_builtins()
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        from .plugins import load_plugins
+
+        load_plugins()
+
+
 def get_method(name: str) -> type[Method]:
     """The method class registered as ``name``; unknown names list the valid ones."""
-    _load_builtins()
+    _load_all()
     if name not in _METHODS:
-        raise UnknownNameError("method", name, _METHODS)
+        from .plugins import plugin_problems
+
+        error = UnknownNameError("method", name, _METHODS)
+        broken = plugin_problems()
+        if broken:
+            error.args = (f"{error.args[0]} ({len(broken)} plugin(s) failed to load and were skipped: "
+                          f"{'; '.join(str(p) for p in broken)})",)
+        raise error
     return _METHODS[name]
 
 
 def available_methods() -> dict[str, type[Method]]:
-    """All registered methods by name."""
-    _load_builtins()
+    """All registered methods by name (built-ins and entry-point plugins)."""
+    _load_all()
     return dict(sorted(_METHODS.items()))
 
 

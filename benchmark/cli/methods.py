@@ -1,4 +1,4 @@
-"""``bench methods``: list the registered methods; regenerate the shipped encoder's weights."""
+"""``bench methods``: list and check methods, write a new method's skeleton, regenerate the shipped encoder."""
 
 from __future__ import annotations
 
@@ -10,23 +10,76 @@ import typer
 
 from .common import handle_errors
 
-methods_app = typer.Typer(help="Batch-correction methods: list them, regenerate the shipped encoder.",
+methods_app = typer.Typer(help="Batch-correction methods: list, check, new, regenerate the shipped encoder.",
                           no_args_is_help=True)
 
 
 @methods_app.command("list")
 @handle_errors
 def list_methods() -> None:
-    """Show every registered method with its access level and one-line description."""
+    """Show every registered method: access level, origin (platebench or the plugin package), description."""
+    from ..plugins import plugin_problems
     from ..registry import available_methods, method_origin
 
     methods = available_methods()
-    width = max(len(n) for n in methods) if methods else 4
-    typer.echo(f"{'method':<{width}}  {'access':<9}  description")
+    width = max([len(n) for n in methods] + [6])
+    origins = {name: method_origin(name) for name in methods}
+    owidth = max([len(o) for o in origins.values()] + [6])
+    typer.echo(f"{'method':<{width}}  {'access':<9}  {'origin':<{owidth}}  description")
     for name, cls in methods.items():
-        origin = method_origin(name)
-        extra = "" if origin == "platebench" else f"  [{origin}]"
-        typer.echo(f"{name:<{width}}  {str(cls.access):<9}  {cls.description}{extra}")
+        typer.echo(f"{name:<{width}}  {str(cls.access):<9}  {origins[name]:<{owidth}}  {cls.description}")
+    for problem in plugin_problems():
+        typer.echo(f"warning: {problem}", err=True)
+
+
+@methods_app.command("check")
+@handle_errors
+def check(
+    name: Annotated[str, typer.Argument(help="Registered method name (see `bench methods list`).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value "
+                                                   "(repeatable), applied after the quick settings.")] = None,
+) -> None:
+    """Run the conformance checks on NAME (a tiny synthetic fold, well under 2 minutes); exit 1 if any fails."""
+    from ..conformance import CHECK_DATASET, CheckResult, check_data, iter_checks
+    from ..protocol import parse_overrides, resolve_config
+    from ..registry import get_method, method_origin
+
+    cls = get_method(name)
+    config = resolve_config(cls, parse_overrides(set_ or []), quick=True)
+    typer.echo(f"checking '{name}' (access {cls.access}, from {method_origin(name)}) on the check fold of "
+               f"synthetic {', '.join(f'{k}={v}' for k, v in CHECK_DATASET.items())}")
+    start = time.perf_counter()
+    data = check_data()
+    results: list[CheckResult] = []
+    marks = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
+    for result in iter_checks(cls, data, config):
+        results.append(result)
+        typer.echo(f"  {marks[result.status]}  {result.check:<24} {result.message}")
+    counts = {s: sum(r.status == s for r in results) for s in marks}
+    typer.echo(f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped "
+               f"in {time.perf_counter() - start:.0f} s")
+    if counts["failed"]:
+        typer.echo(f"error: '{name}' fails {counts['failed']} conformance check(s); fix what the FAIL lines say "
+                   f"and rerun `bench methods check {name}`", err=True)
+        raise typer.Exit(1)
+
+
+@methods_app.command("new")
+@handle_errors
+def new(
+    name: Annotated[str, typer.Argument(help="Name of the new method (lower case, e.g. my_method).")],
+    directory: Annotated[Path, typer.Option("--dir", help="Folder to write the files into.")] = Path("."),
+    plugin: Annotated[bool, typer.Option("--plugin", help="Also write a pyproject.toml declaring the "
+                                         "platebench.methods entry point (a separately installed package).")]
+    = False,
+) -> None:
+    """Write a skeleton method file NAME.py (config + the three calls to fill in) and its test."""
+    from ..templates import write_skeleton
+
+    for path in write_skeleton(name, directory, plugin):
+        typer.echo(f"wrote {path}")
+    typer.echo(f"next: fill in fit, adapt and predict in {directory / (name + '.py')}, then run "
+               f"`bench methods check {name}` (see CONTRIBUTING.md)")
 
 
 @methods_app.command("pretrain-encoder")

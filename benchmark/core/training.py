@@ -57,7 +57,8 @@ def _check_finite(value: float, what: str, epoch: int, step: int | None, lr: flo
 
 def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Generator], Iterable[Step]],
                 val_loss: Callable[[torch.nn.Module], float], settings: TrainSettings, seed: int,
-                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                progress: Callable[[str], None] | None = None,
+                on_step: Callable[[float, float], None] | None = None) -> dict[str, Any]:
     """Train ``model`` with Adam and early stopping on ``val_loss``; restore the best weights.
 
     Parameters
@@ -69,11 +70,13 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
     settings : optimisation settings.
     seed : seeds torch and the batch order.
     progress : called with one line per epoch (e.g. ``print``), or None.
+    on_step : timing hook, called after every mini-batch with ``(data_seconds, step_seconds)``:
+        the wait for the batch (reading, augmenting, copying) and the whole step including that wait.
 
     Returns
     -------
     The training report: epochs run, best epoch, best validation loss, selection rule,
-    training time and throughput.
+    training time, throughput and the share of step time spent waiting for data.
 
     Raises
     ------
@@ -84,22 +87,37 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     best_loss, best_epoch, best_state = math.inf, 0, None
     n_images, start, epoch = 0, time.perf_counter(), 0
+    data_seconds = step_seconds = 0.0
     for epoch in range(1, settings.max_epochs + 1):
         model.train()
         optimiser.zero_grad(set_to_none=True)
         pending, train_loss, n_steps = 0, 0.0, 0
-        for step, (inputs, targets) in enumerate(epoch_batches(rng), start=1):
+        batches = iter(epoch_batches(rng))
+        step = 0
+        while True:
+            tick = time.perf_counter()
+            try:
+                inputs, targets = next(batches)
+            except StopIteration:
+                break
+            step += 1
+            waited = time.perf_counter() - tick
             loss = F.cross_entropy(model(inputs), targets, ignore_index=DMSO_LABEL)
-            _check_finite(loss.item(), "the training loss", epoch, step, settings.lr)
+            value = loss.item()
+            _check_finite(value, "the training loss", epoch, step, settings.lr)
             (loss / settings.grad_accum).backward()
             pending += 1
             if pending == settings.grad_accum:
                 optimiser.step()
                 optimiser.zero_grad(set_to_none=True)
                 pending = 0
-            train_loss += loss.item()
+            train_loss += value
             n_steps += 1
             n_images += len(inputs)
+            took = time.perf_counter() - tick
+            data_seconds, step_seconds = data_seconds + waited, step_seconds + took
+            if on_step is not None:
+                on_step(waited, took)
         if pending:
             optimiser.step()
         model.eval()
@@ -121,7 +139,8 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
     seconds = time.perf_counter() - start
     return {"epochs_run": epoch, "best_epoch": best_epoch, "best_val_loss": best_loss,
             "selection": SELECTION_RULE, "train_seconds": round(seconds, 3),
-            "images_per_second": round(n_images / seconds, 1) if seconds > 0 else None}
+            "images_per_second": round(n_images / seconds, 1) if seconds > 0 else None,
+            "data_wait_fraction": round(data_seconds / step_seconds, 4) if step_seconds > 0 else None}
 
 
 def stderr_progress(prefix: str) -> Callable[[str], None]:

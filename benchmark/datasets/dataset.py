@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from ..constants import CHANNELS, CLASS_NAMES, DMSO_LABEL
-from ..errors import CorruptCacheError, DataError
+from ..errors import CorruptCacheError, DataError, LeakageError
 from .store import ImageArray, PackedStore, ShardInfo, verify_shard
 
 FORMAT_VERSION = 1
@@ -130,6 +130,11 @@ class PlateView:
     treated: np.ndarray | ImageArray
     controls: np.ndarray | ImageArray
 
+    def __getattr__(self, name: str):  # only called for names that do not exist
+        raise AttributeError(f"PlateView has no attribute '{name}': a target plate's view holds only "
+                             "plate (its name), treated and controls (pixels); labels, wells and image ids "
+                             "stay with the evaluator")
+
 
 class LabelledImages:
     """Labelled treated images and DMSO images of a set of plates: what ``fit`` sees.
@@ -170,21 +175,28 @@ class LabelledImages:
             cond = cond & (pl.col("plate") == plate)
         return self.table.filter(cond)["image_id"].to_numpy()
 
+    def _own(self, image_ids: np.ndarray, what: str, error: type[DataError | LeakageError] = LeakageError
+             ) -> np.ndarray:
+        """``image_ids`` as int64 if all belong to this set, else ``error`` (ids of target plates never do)."""
+        ids = np.asarray(image_ids, dtype=np.int64)
+        inside = (ids >= 0) & (ids < len(self._allowed))
+        foreign = int((~inside).sum() + (~self._allowed[ids[inside]]).sum())
+        if foreign:
+            raise error(f"LabelledImages.{what}: {foreign} image id(s) are not part of this set; a method "
+                        "may only use the ids of its own training/validation set (treated_ids(), control_ids())")
+        return ids
+
     def labels(self, image_ids: np.ndarray) -> np.ndarray:
-        """Class index per image id (-1 for DMSO)."""
-        return self._dataset.labels[np.asarray(image_ids)]
+        """Class index per image id of this set (-1 for DMSO); other ids raise :class:`LeakageError`."""
+        return self._dataset.labels[self._own(image_ids, "labels")]
 
     def read(self, image_ids: np.ndarray) -> np.ndarray:
         """Pixels ``(N, C, H, W)`` uint8 of images of this set."""
-        ids = np.asarray(image_ids, dtype=np.int64)
-        if not self._allowed[ids].all():
-            raise DataError("LabelledImages.read: some image ids are not part of this set")
-        return self._dataset.read(ids)
+        return self._dataset.read(self._own(image_ids, "read", DataError))
 
     def images(self, image_ids: np.ndarray) -> ImageArray:
         """A lazily read view of images of this set."""
-        ids = np.asarray(image_ids, dtype=np.int64)
-        return self._dataset.image_array(ids)
+        return self._dataset.image_array(self._own(image_ids, "images"))
 
 
 @dataclass

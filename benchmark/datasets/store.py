@@ -159,6 +159,10 @@ class ImageArray:
             return self._store.read(self._codes[[index]], self._offsets[[index]])[0]
         return self._store.read(self._codes[index], self._offsets[index])
 
+    def __getattr__(self, name: str):  # only called for names that do not exist
+        raise AttributeError(f"ImageArray has no attribute '{name}': it holds pixels only (index it, or "
+                             "np.asarray it); labels and image ids stay with the evaluator")
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         arr = self[:]
         return arr if dtype is None else arr.astype(dtype)

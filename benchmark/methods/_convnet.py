@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from ..constants import DMSO_LABEL
 from ..datasets.dataset import LabelledImages
+from ..core.accel import accelerate, loader_workers, mixed_precision
 from ..core.backbones import create_backbone, n_parameters
+from ..core.loader import training_steps
 from ..core.preprocess import Preprocessor, channel_stats, check_crop
 from ..core.sampler import Batch
 from ..core.training import Step, TrainSettings, stderr_progress, train_model
@@ -60,17 +61,14 @@ class ConvNetMethod(Method):
                                         self.device, cfg.channels_last)
         torch.manual_seed(seed)
         model = create_backbone(cfg.backbone).to(self.device)
-        self.model_ = model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+        model = model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+        self.model_ = accelerate(model, self.device)  # bf16 autocast on CUDA
 
     def _steps(self, train: LabelledImages, make_batches: Callable[[np.random.Generator], list[Batch]]
                ) -> Callable[[np.random.Generator], Iterator[Step]]:
         """Turn a batch sampler into an epoch of (inputs, targets); DMSO context gets target -1."""
         def epoch(rng: np.random.Generator) -> Iterator[Step]:
-            for batch in make_batches(rng):
-                pixels = train.read(batch.image_ids)
-                targets = np.where(batch.is_context, DMSO_LABEL, train.labels(batch.image_ids))
-                yield (self.preprocess_.train(pixels, rng),
-                       torch.as_tensor(targets, dtype=torch.long, device=self.device))
+            return training_steps(train, make_batches(rng), self.preprocess_, rng, loader_workers(self.device))
         return epoch
 
     def _train(self, train: LabelledImages, make_batches: Callable[[np.random.Generator], list[Batch]],
@@ -82,7 +80,8 @@ class ConvNetMethod(Method):
         report = train_model(self.model_, self._steps(train, make_batches), val_loss, settings, seed, progress)
         report.update(backbone=cfg.backbone, n_parameters=n_parameters(self.model_), crop=self.preprocess_.crop,
                       n_train_plates=len(train.plates), n_train_treated=int(len(train.treated_ids())),
-                      channel_stats=self.stats_.to_dict())
+                      channel_stats=self.stats_.to_dict(), mixed_precision=mixed_precision(self.device),
+                      loader_workers=loader_workers(self.device))
         self.fit_report_ = report
 
     # -- evaluation helpers -----------------------------------------------------------------

@@ -126,6 +126,7 @@ def draw_cells(rng: np.random.Generator, bio: BiologyParams, phenos: Sequence[Ph
     ph = {k: v[well] for k, v in table.items()}  # per-cell phenotype
 
     resp = (rng.random(n) < ph["penetrance"]) * np.clip(potency[well] * rng.beta(5, 2, size=n), 0, 1.5)
+    resp = resp * bio.phenotype_strength
     z = np.exp(rng.normal(0, bio.cell_size_cv, size=n))
     g2 = rng.random(n) < bio.g2_fraction
     mitotic = rng.random(n) < bio.mitotic_fraction

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from ...errors import BenchError, UnknownNameError
 
-SIMULATOR_VERSION = "sim-1.2"
+SIMULATOR_VERSION = "sim-1.4"
 """Bump whenever the generative model changes (it is part of the cache key)."""
 
 
@@ -51,6 +51,8 @@ class BiologyParams:
     """Mitochondrial segments per cell (scaled by cell area)."""
     well_potency_cv: float = 0.20
     """Per-well log-normal spread of the compound's effect strength."""
+    phenotype_strength: float = 1.3
+    """Global multiplier of every compound's effect (the exponent of multiplicative effects)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class TechnicalParams:
     # per source: optics and camera
     psf_sigma: float = 0.55
     """Baseline PSF Gaussian sigma (px) of the reference microscope."""
-    psf_sigma_spread: float = 0.75
+    psf_sigma_spread: float = 0.6
     """Extra PSF sigma of a source: U(0, spread)."""
     magnification_spread: float = 0.16
     """Log pixel-size factor of a source: U(-spread, spread)."""

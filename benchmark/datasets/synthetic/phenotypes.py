@@ -60,8 +60,8 @@ ADDITIVE = ("multinucleated", "er_granules", "mito_fragmentation", "mito_perinuc
 PHENOTYPES: dict[str, Phenotype] = {
     # Aurora kinases drive mitosis; without them cytokinesis fails: large, polyploid,
     # multinucleated cells, and fewer of them.
-    "AMG900": Phenotype(penetrance=0.9, viability=0.5, cell_size=1.7, nucleus_size=1.5,
-                        multinucleated=0.8, dna=1.4, irregularity=1.6),
+    "AMG900": Phenotype(penetrance=0.9, viability=0.45, cell_size=1.7, nucleus_size=1.6,
+                        multinucleated=0.9, dna=1.5, irregularity=1.6),
     # Glucocorticoid receptor agonist: spreading and elongation, a little more actin.
     "dexamethasone": Phenotype(penetrance=0.8, cell_size=1.2, aspect=2.2, agp_fibres=1.5,
                                nucleus_size=0.9, er=0.85),
@@ -69,11 +69,10 @@ PHENOTYPES: dict[str, Phenotype] = {
     "FK-866": Phenotype(penetrance=0.85, viability=0.7, mito=0.5, mito_fragmentation=0.85,
                         mito_perinuclear=0.7, cell_size=0.9, rna_cyto=0.8),
     # TGF-beta receptor inhibition: loss of stress fibres; rounder, compact, denser epithelial-like cells.
-    "LY2109761": Phenotype(penetrance=0.85, agp_fibres=0.25, aspect=0.2, cell_size=0.8,
-                           agp_membrane=1.5, nucleus_size=0.9, viability=1.2),
+    "LY2109761": Phenotype(penetrance=0.85, agp_fibres=0.25, aspect=0.2, cell_size=0.75,
+                           agp_membrane=1.5, nucleus_size=0.9, viability=1.3),
     # PAK1 controls actin dynamics: ruffled, irregular outlines with bright cortical actin.
-    "NVS-PAK1-1": Phenotype(penetrance=0.85, irregularity=3.5, agp_membrane=2.6, agp_fibres=0.8,
-                            cell_size=1.12),
+    "NVS-PAK1-1": Phenotype(penetrance=0.85, irregularity=4.0, agp_membrane=3.0, agp_fibres=0.8),
     # Cationic amphiphilic drug: phospholipidosis, cytoplasmic vacuoles, swollen cells, ER stress.
     "quinidine": Phenotype(penetrance=0.85, vacuoles=12.0, cell_size=1.3, er=1.5, mito=0.8),
     # DYRK1A/B regulate nuclear speckles and the cell cycle: larger nucleoli, larger nuclei, more cells.

@@ -1,0 +1,427 @@
+"""Conformance checks any method can run: ``bench methods check NAME`` and the pytest suite.
+
+Like scikit-learn's ``check_estimator``: a list of small ``check_<property>`` functions,
+each asserting one property of a method on a tiny synthetic fold and failing with a
+message that says what was found and what to change. :func:`iter_checks` runs them
+and yields one :class:`CheckResult` each; ``tests/test_conformance.py`` parametrises
+the same checks over the registry. The method is fitted once (with its
+``quick_overrides``) and deep-copied for every check that needs a fitted method.
+
+The check fold (:func:`check_data`): the ``synthetic`` dataset, preset ``tiny`` with
+3 sources × 2 batches × 1 plate, 1 site per well, 48 px images (384 images). Train:
+the first batch of the first two sources; validation: the second batch of the first
+source; target plates: both plates of the third source.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .constants import N_CLASSES, POSCONS
+from .datasets import Dataset, load_dataset
+from .datasets.dataset import LabelledImages, PlateView, open_dataset, write_dataset
+from .errors import BenchError
+from .evaluation import StageError, _view_for
+from .evaluation import check_probabilities as validate_probabilities
+from .methods.base import AccessLevel, Method, MethodConfig
+from .protocol import resolve_config
+from .registry import get_method, signature_problems
+
+CHECK_DATASET: dict[str, Any] = {"size": "tiny", "n_sources": 3, "batches_per_source": 2, "plates_per_batch": 1,
+                                 "sites_per_well": 1, "image_size": 48}
+"""Options of ``load_dataset("synthetic", ...)`` for the check fold."""
+TOLERANCE = 1e-5
+"""Largest absolute difference of two probabilities that still counts as "the same prediction"."""
+SEED = 0
+
+
+class CheckFailed(AssertionError):
+    """A check found a problem; the message says what and how to fix it."""
+
+
+class CheckSkipped(Exception):
+    """A check does not apply (or could not run because an earlier step failed)."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check: ``passed``, ``failed`` or ``skipped``, with a one-line explanation."""
+
+    check: str
+    status: str
+    message: str
+    seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------- the check fold
+
+@dataclass
+class CheckData:
+    """The tiny fold the checks run on: labelled train/val sets and two target plates."""
+
+    dataset: Dataset
+    train: LabelledImages
+    val: LabelledImages
+    targets: dict[str, np.ndarray]  # target plate -> its treated image ids
+    _scrambled: Dataset | None = field(default=None, repr=False)
+    _tmp: Any = field(default=None, repr=False)
+
+    def view(self, plate: str, dataset: Dataset | None = None) -> PlateView:
+        """The full label-free view of a target plate (treated in a fixed shuffled order, controls)."""
+        ds = dataset or self.dataset
+        return ds.plate_view(plate, self.targets[plate], np.random.default_rng([SEED, 1]))[0]
+
+    def scrambled(self) -> Dataset:
+        """A copy of the dataset (same pixels) whose target plates' labels, compounds and wells are permuted."""
+        if self._scrambled is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="platebench-check-")
+            self._scrambled = scrambled_copy(self.dataset, list(self.targets), Path(self._tmp.name))
+        return self._scrambled
+
+
+def fold_of(dataset: Dataset) -> CheckData:
+    """The check fold of ``dataset``: target = the last source's first two plates (see module docstring)."""
+    index = dataset.index
+    sources = sorted(index["source"].unique())
+    if len(sources) < 2:
+        raise BenchError(f"the check fold needs at least 2 sources; dataset {dataset.name} has {len(sources)}")
+    target_rows = index.filter(pl.col("source") == sources[-1])
+    plates = sorted(target_rows["plate"].unique())[:2]
+    rest = index.filter(pl.col("source") != sources[-1])
+    firsts = rest.group_by("source").agg(pl.col("batch").min())["batch"].to_list()
+    train = rest.filter(pl.col("batch").is_in(firsts))
+    val_batch = sorted(rest.filter(pl.col("source") == sources[0])["batch"].unique())[-1]
+    val = rest.filter(pl.col("batch") == val_batch) if val_batch not in firsts else rest.clear()
+    targets = {p: target_rows.filter((pl.col("plate") == p) & ~pl.col("is_control"))["image_id"].to_numpy()
+               for p in plates}
+    return CheckData(dataset, dataset.labelled(train), dataset.labelled(val), targets)
+
+
+@lru_cache(maxsize=1)
+def check_data() -> CheckData:
+    """The standard check fold (generated into the synthetic cache on first use, a few seconds)."""
+    return fold_of(load_dataset("synthetic", progress=False, **CHECK_DATASET))
+
+
+def scrambled_copy(dataset: Dataset, plates: list[str], root: Path) -> Dataset:
+    """Write to ``root`` a dataset with the same shards whose treated rows of ``plates`` say another class.
+
+    Label ``k`` becomes ``k + 1`` (mod 8), and the compound and well become those of the new
+    class (the real JUMP layout maps wells to classes), so no column of the index tells the
+    true class of those images any more.
+    """
+    (root / "shards").mkdir(parents=True, exist_ok=True)
+    for info in dataset.meta.shards:
+        try:
+            os.link(dataset.root / info.file, root / info.file)
+        except OSError:
+            (root / info.file).write_bytes((dataset.root / info.file).read_bytes())
+    wells = {w: (k, i) for k, _, _, _, ws in POSCONS for i, w in enumerate(ws)}
+    index = dataset.index
+    hit = (index["plate"].is_in(plates) & ~index["is_control"]).to_numpy()
+    labels, compounds, well_col = index["label"].to_list(), index["compound"].to_list(), index["well"].to_list()
+    for row in np.flatnonzero(hit):
+        new = (labels[row] + 1) % N_CLASSES
+        labels[row], compounds[row] = new, POSCONS[new][2]
+        well_col[row] = POSCONS[new][4][wells[well_col[row]][1] % 4] if well_col[row] in wells else well_col[row]
+    index = index.with_columns(pl.Series("label", labels, dtype=pl.Int8), pl.Series("compound", compounds),
+                               pl.Series("well", well_col))
+    write_dataset(root, dataset.name, dataset.meta.version, dict(dataset.meta.settings) | {"scrambled": plates},
+                  index, dataset.meta.shards)
+    return open_dataset(root)
+
+
+# ----------------------------------------------------------------------------- the method under check
+
+class CheckContext:
+    """One method under check: its class, config, the check fold, and (once) a fitted instance."""
+
+    def __init__(self, method: type[Method], data: CheckData, config: MethodConfig | None = None,
+                 device: str = "cpu"):
+        self.method, self.data, self.device = method, data, device
+        self._config, self._fitted, self._fit_error = config, None, None
+
+    @property
+    def config(self) -> MethodConfig:
+        """Defaults + ``quick_overrides`` (unless given); a config that cannot be built fails the check."""
+        if self._config is None:
+            try:
+                self._config = resolve_config(self.method, quick=True)
+            except Exception as exc:  # noqa: BLE001
+                raise CheckFailed(f"the default config cannot be built: {type(exc).__name__}: {exc}; give "
+                                  "every hyper-parameter a default and keep quick_overrides to valid fields") from None
+        return self._config
+
+    def instance(self) -> Method:
+        config = self.config
+        try:
+            return self.method(config, device=self.device)
+        except Exception as exc:  # noqa: BLE001
+            raise CheckFailed(first_line(StageError("__init__", None, exc))) from None
+
+    def fit(self) -> Method:
+        """A new instance fitted on the check fold (raises :class:`CheckFailed` naming the step)."""
+        model = self.instance()
+        try:
+            returned = model.fit(self.data.train, self.data.val, SEED)
+        except Exception as exc:  # noqa: BLE001 - report any failure of the method as one line
+            raise CheckFailed(first_line(StageError("fit", None, exc))) from None
+        if returned is not model:
+            raise CheckFailed(f"fit() returned {type(returned).__name__}, not the method itself; end fit with "
+                              "`return self`")
+        return model
+
+    def fitted(self) -> Method:
+        """A fresh copy of the once-fitted method (never adapted); skips if ``fit`` failed."""
+        if self._fit_error is not None:
+            raise CheckSkipped(f"not run: fit failed ({self._fit_error})")
+        if self._fitted is None:
+            try:
+                self._fitted = self.fit()
+            except CheckFailed as exc:
+                self._fit_error = str(exc)
+                raise
+        return copy.deepcopy(self._fitted)
+
+    def predict_plate(self, model: Method, view: PlateView, images: np.ndarray | None = None) -> np.ndarray:
+        """``adapt`` on the view cut to the method's access level, then ``predict``; checked probabilities."""
+        cut = _view_for(model, view, self.data.dataset)
+        call(lambda: model.adapt(cut), "adapt", view.plate)
+        x = np.asarray(view.treated[:] if images is None else images)
+        raw = call(lambda: model.predict(x), "predict", view.plate)
+        try:
+            return validate_probabilities(raw, len(x), N_CLASSES, self.method.name, view.plate)
+        except BenchError as exc:
+            raise CheckFailed(str(exc)) from None
+
+    def predict_uncut(self, model: Method, view: PlateView, images: np.ndarray) -> np.ndarray:
+        """``adapt`` on the full view (more than the access level allows), then ``predict`` ``images``."""
+        call(lambda: model.adapt(view), "adapt", view.plate)
+        return np.asarray(call(lambda: model.predict(images), "predict", view.plate), dtype=np.float64)
+
+
+def call(func: Callable[[], Any], stage: str, plate: str | None) -> Any:
+    """Run one step of the method; any exception becomes a one-line :class:`CheckFailed`."""
+    try:
+        return func()
+    except Exception as exc:  # noqa: BLE001
+        raise CheckFailed(first_line(StageError(stage, plate, exc))) from None
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message: a report line, never a traceback wall."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _differ(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max()) if len(a) else 0.0
+
+
+# ----------------------------------------------------------------------------- the checks
+
+def check_declaration(ctx: CheckContext) -> str:
+    """The method declares a name, an access level, a description and a Config."""
+    cls = ctx.method
+    problems = [f"{attr} is missing" for attr in ("name", "access", "description") if not getattr(cls, attr, None)]
+    if getattr(cls, "access", None) is not None and not isinstance(cls.access, AccessLevel):
+        problems.append(f"access is {cls.access!r}; use AccessLevel.NONE, CONTROLS or UNLABELED")
+    if not (isinstance(cls.Config, type) and issubclass(cls.Config, MethodConfig)):
+        problems.append("Config must be a frozen dataclass subclassing MethodConfig")
+    if not isinstance(getattr(cls, "deterministic", None), bool):
+        problems.append("deterministic must be True or False")
+    if problems:
+        raise CheckFailed("; ".join(problems) + " (declare them as class attributes)")
+    return f"name '{cls.name}', access {cls.access}, Config {cls.Config.__name__}"
+
+
+def check_signatures(ctx: CheckContext) -> str:
+    """``fit(train, val, seed)``, ``adapt(plate)``, ``predict(images)`` and ``__init__(config, device=...)``."""
+    problems = signature_problems(ctx.method)
+    try:
+        inspect.signature(ctx.method).bind(None, device="cpu", verbose=False)
+    except TypeError:
+        problems.append(f"__init__{inspect.signature(ctx.method)} does not accept (config, device=..., "
+                        "verbose=...); keep Method.__init__ or call super().__init__(config, device=device, "
+                        "verbose=verbose)")
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    return "fit(train, val, seed), adapt(plate), predict(images)"
+
+
+def check_hyperparameters(ctx: CheckContext) -> str:
+    """Every hyper-parameter has a default; the config survives a JSON round trip; quick_overrides are valid."""
+    config_cls = ctx.method.Config
+    if not dataclasses.is_dataclass(config_cls):
+        raise CheckFailed(f"{config_cls.__name__} is not a dataclass; decorate it with "
+                          "@dataclasses.dataclass(frozen=True)")
+    missing = [f.name for f in dataclasses.fields(config_cls)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise CheckFailed(f"hyper-parameter(s) {', '.join(missing)} of {config_cls.__name__} have no default; "
+                          "give every field a default value")
+    default = config_cls()
+    try:
+        text = json.dumps(default.to_dict(), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CheckFailed(f"{config_cls.__name__}().to_dict() is not JSON-serialisable ({exc}); use numbers, "
+                          "strings, booleans or lists of them") from None
+    back = config_cls.from_dict(json.loads(text))
+    if back != default:
+        raise CheckFailed(f"{config_cls.__name__} changes in a JSON round trip ({default} -> {back}); use "
+                          "JSON-native field types (tuples become lists: prefer a comma-separated string)")
+    try:
+        resolve_config(ctx.method, quick=True)
+    except BenchError as exc:
+        raise CheckFailed(f"quick_overrides are invalid: {exc}") from None
+    return f"{len(dataclasses.fields(config_cls))} hyper-parameters with defaults, JSON round trip ok"
+
+
+def check_fit(ctx: CheckContext) -> str:
+    """``fit`` runs on the check fold (with ``quick_overrides``) and returns the method."""
+    start = time.perf_counter()
+    ctx.fitted()
+    return f"fitted in {time.perf_counter() - start:.1f} s"
+
+
+def check_probabilities(ctx: CheckContext) -> str:
+    """For every plate, ``predict`` returns ``(N, 8)`` finite probabilities whose rows sum to 1."""
+    model = ctx.fitted()
+    for plate in ctx.data.targets:
+        ctx.predict_plate(model, ctx.data.view(plate))
+    return f"valid probabilities for {len(ctx.data.targets)} plates"
+
+
+def check_no_state_across_plates(ctx: CheckContext) -> str:
+    """``adapt`` on plate A then plate B predicts B exactly as ``adapt`` on B alone."""
+    a, b = (ctx.data.view(p) for p in ctx.data.targets)
+    alone = ctx.predict_plate(ctx.fitted(), b)
+    model = ctx.fitted()
+    ctx.predict_plate(model, a)
+    after = ctx.predict_plate(model, b)
+    diff = _differ(alone, after)
+    if diff > TOLERANCE:
+        raise CheckFailed(f"predictions for plate {b.plate} differ by up to {diff:.3g} depending on whether plate "
+                          f"{a.plate} was adapted to first; adapt() must forget the previous plate (reset every "
+                          "plate-specific attribute at its start)")
+    return f"plate {b.plate} predicted the same after plate {a.plate}"
+
+
+def check_deterministic(ctx: CheckContext) -> str:
+    """Two fits with the same seed give the same predictions (if the method declares ``deterministic``)."""
+    if not ctx.method.deterministic:
+        raise CheckSkipped("the method declares deterministic = False")
+    view = ctx.data.view(next(iter(ctx.data.targets)))
+    first = ctx.predict_plate(ctx.fitted(), view)
+    second = ctx.predict_plate(ctx.fit(), view)
+    diff = _differ(first, second)
+    if diff > TOLERANCE:
+        raise CheckFailed(f"two fits with seed {SEED} give predictions that differ by up to {diff:.3g}; derive "
+                          "every random choice from fit's seed (torch.manual_seed, np.random.default_rng(seed)), "
+                          "or declare deterministic = False")
+    return f"same predictions from two fits with seed {SEED}"
+
+
+def check_access_level(ctx: CheckContext) -> str:
+    """Predictions use no more of the target plate than the declared access level allows."""
+    access = ctx.method.access
+    if access is AccessLevel.UNLABELED:
+        return "access unlabeled: the plate's treated and DMSO images may be used (labels never reach a method)"
+    (plate, _), (other, _) = ctx.data.targets.items()
+    view, foreign = ctx.data.view(plate), ctx.data.view(other)
+    x = view.treated[:]
+    honest = ctx.predict_uncut(ctx.fitted(), view, x)
+    swap = "treated and DMSO" if access is AccessLevel.NONE else "treated"
+    swapped = PlateView(plate, foreign.treated, foreign.controls if access is AccessLevel.NONE else view.controls)
+    diff = _differ(honest, ctx.predict_uncut(ctx.fitted(), swapped, x))
+    allowed = "nothing of the plate" if access is AccessLevel.NONE else "only plate.controls"
+    if diff > TOLERANCE:
+        raise CheckFailed(f"access {access}: predictions changed by up to {diff:.3g} when the view's {swap} images "
+                          f"were replaced by another plate's; adapt() may use {allowed}. Stop reading the rest, "
+                          "or declare a wider access level")
+    half = len(x) // 2
+    mixed = np.concatenate([x[:half], foreign.treated[:]])
+    together = ctx.predict_uncut(ctx.fitted(), view, mixed)[:half]
+    diff = _differ(honest[:half], together)
+    if diff > TOLERANCE:
+        raise CheckFailed(f"access {access}: the prediction of an image changed by up to {diff:.3g} with the other "
+                          "images passed to predict() with it; predict each image on its own (e.g. BatchNorm in "
+                          "eval mode), or declare access unlabeled")
+    return f"access {access}: predictions independent of the plate's {swap} images and of the predict() batch"
+
+
+def check_label_blind(ctx: CheckContext) -> str:
+    """Predictions do not change when the target plate's labels, compounds and wells are scrambled in the index."""
+    plate = next(iter(ctx.data.targets))
+    honest = ctx.predict_plate(ctx.fitted(), ctx.data.view(plate))
+    scrambled = ctx.data.view(plate, ctx.data.scrambled())
+    diff = _differ(honest, ctx.predict_plate(ctx.fitted(), scrambled))
+    if diff > TOLERANCE:
+        raise CheckFailed(f"predictions on plate {plate} changed by up to {diff:.3g} when its labels were scrambled "
+                          "in the dataset's index: the method reads target labels (e.g. through files or private "
+                          "attributes behind the view); use only plate.plate, plate.treated and plate.controls")
+    return "predictions unchanged with the target plate's labels scrambled"
+
+
+CHECKS: dict[str, Callable[[CheckContext], str]] = {
+    f.__name__.removeprefix("check_"): f for f in (
+        check_declaration, check_signatures, check_hyperparameters, check_fit, check_probabilities,
+        check_no_state_across_plates, check_deterministic, check_access_level, check_label_blind)}
+"""Every check by name, in the order they run."""
+
+
+def run_check(ctx: CheckContext, name: str) -> CheckResult:
+    """Run one check; never raises for a failure of the method."""
+    start = time.perf_counter()
+    try:
+        message, status = CHECKS[name](ctx), "passed"
+    except CheckFailed as exc:
+        message, status = str(exc), "failed"
+    except CheckSkipped as exc:
+        message, status = str(exc), "skipped"
+    except Exception as exc:  # noqa: BLE001 - e.g. a config that cannot even be built
+        message, status = f"raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", "failed"
+    return CheckResult(name, status, message, time.perf_counter() - start)
+
+
+def iter_checks(method: str | type[Method], data: CheckData | None = None, config: MethodConfig | None = None,
+                device: str = "cpu") -> Iterator[CheckResult]:
+    """Run every check on ``method`` (a registered name or a class) and yield their results in order."""
+    cls = get_method(method) if isinstance(method, str) else method
+    ctx = CheckContext(cls, data or check_data(), config, device)
+    for name in CHECKS:
+        yield run_check(ctx, name)
+
+
+_contexts: dict[str, CheckContext] = {}
+
+
+def assert_check(method: str, name: str) -> str:
+    """For pytest: run check ``name`` on registered ``method`` (one shared fit per method and process).
+
+    Raises ``AssertionError`` with the check's message on failure; calls ``pytest.skip`` when skipped.
+    """
+    if method not in _contexts:
+        _contexts[method] = CheckContext(get_method(method), check_data())
+    result = run_check(_contexts[method], name)
+    if result.status == "skipped":
+        import pytest
+
+        pytest.skip(result.message)
+    if result.status == "failed":
+        raise AssertionError(f"{method}: check {name} failed: {result.message}")
+    return result.message

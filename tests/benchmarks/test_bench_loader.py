@@ -1,0 +1,64 @@
+"""Packed store loader vs the reference data path (one deflate TIFF per site, decoded per sample).
+
+Both sides produce the same thing for one epoch: plate-grouped batches (32 treated +
+32 DMSO images of one plate, CS-ARM-BN's composition), random crops and flips,
+per-channel normalisation, as float32 tensors. Only the pixel source differs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from benchmark.core.loader import batch_targets, training_steps
+from benchmark.core.preprocess import Preprocessor, channel_stats
+from benchmark.core.sampler import plate_batches
+
+from _bench_data import plates_of, subset
+
+CROPS = {64: 40, 256: 224}
+"""Crop per image side: the CPU default (40 px of 64) and a reference-like crop of 256 px images."""
+N_PLATES = 8
+
+
+def _setup(datasets, side):
+    dataset = datasets[side]
+    train = subset(dataset, plates_of(dataset)[:N_PLATES])
+    ids = np.sort(np.concatenate([train.treated_ids(), train.control_ids()]))
+    stats = channel_stats(train.read(ids[:256]))
+    batches = plate_batches(train, 32, np.random.default_rng(0), n_controls=32)
+    return train, Preprocessor(stats, CROPS[side], "cpu", channels_last=True), batches
+
+
+def _tiff_epoch(paths, train, preprocess, batches, rng):
+    for batch in batches:
+        pixels = np.stack([tifffile.imread(paths[i]) for i in batch.image_ids])
+        yield preprocess.train(pixels, rng), torch.as_tensor(batch_targets(train, batch))
+
+
+def _consume(steps) -> int:
+    n = 0
+    for inputs, _ in steps:
+        n += len(inputs)
+    return n
+
+
+@pytest.mark.parametrize("side", [64, 256])
+@pytest.mark.parametrize("source", ["packed_store", "tiff_per_site"])
+def test_loader(benchmark, datasets, tiff_sites, side, source):
+    """One epoch of augmented, normalised plate batches (images/s = n_images / time)."""
+    train, preprocess, batches = _setup(datasets, side)
+    paths = tiff_sites[side]
+
+    def epoch():
+        rng = np.random.default_rng(1)
+        if source == "packed_store":
+            return _consume(training_steps(train, batches, preprocess, rng))
+        return _consume(_tiff_epoch(paths, train, preprocess, batches, rng))
+
+    n = benchmark.pedantic(epoch, rounds=3, warmup_rounds=1)
+    benchmark.group = f"loader {side}px"
+    benchmark.extra_info.update(kind="loader", source=source, side=side, crop=CROPS[side], n_images=n,
+                                baseline="tiff_per_site")
