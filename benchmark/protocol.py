@@ -20,6 +20,7 @@ from typing import Any
 
 from .datasets import Dataset, load_dataset
 from .errors import BenchError, DataError, UnknownNameError
+from .presets import preset_values
 from .evaluation import StageError, fit_and_evaluate
 from .methods.base import Method, MethodConfig
 from .records import (DEFAULT_RESULTS, FULL, QUICK, RECORD_FORMAT, clean_temp_files, environment_info, json_safe,
@@ -63,9 +64,11 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_config(method_cls: type[Method], overrides: Mapping[str, Any] | None = None,
-                   quick: bool = False) -> MethodConfig:
-    """The method's config: defaults, then its ``quick_overrides`` (with ``quick``), then ``overrides``."""
-    values = {**(method_cls.quick_overrides if quick else {}), **dict(overrides or {})}
+                   quick: bool = False, preset: str | None = None) -> MethodConfig:
+    """The method's config: defaults, then the ``preset``'s values that are fields of its config
+    (:mod:`benchmark.presets`), then its ``quick_overrides`` (with ``quick``), then ``overrides``."""
+    values = {**(preset_values(preset, method_cls.Config) if preset else {}),
+              **(method_cls.quick_overrides if quick else {}), **dict(overrides or {})}
     return method_cls.Config.from_dict(values) if values else method_cls.Config()
 
 
@@ -127,7 +130,7 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
                  device: str = "auto", results_dir: Path | str = DEFAULT_RESULTS, quick: bool = False,
                  force: bool = False, overrides: Mapping[str, Any] | None = None,
                  dataset_options: Mapping[str, Any] | None = None, verbose: bool = False,
-                 log: Callable[[str], None] | None = None) -> list[RunOutcome]:
+                 log: Callable[[str], None] | None = None, preset: str | None = None) -> list[RunOutcome]:
     """Run ``method`` on every selected fold and seed of ``split`` and write one record per run.
 
     Parameters
@@ -150,6 +153,9 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
         Hyper-parameter overrides (``--set key=value``), applied after ``quick_overrides``.
     log
         Called with one progress line per step (``None``: silent).
+    preset
+        A named preset of :mod:`benchmark.presets` (e.g. ``paper``), applied before ``quick`` and ``overrides``;
+        its name goes into every record.
 
     Returns
     -------
@@ -159,7 +165,7 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
     method_cls = get_method(method)
     if split not in SPLITS:
         raise UnknownNameError("split", split, SPLITS)
-    config = resolve_config(method_cls, overrides, quick)
+    config = resolve_config(method_cls, overrides, quick, preset)
     device = resolve_device(device)
     argument = dataset if isinstance(dataset, str) else dataset.name
     if isinstance(dataset, str):
@@ -189,6 +195,7 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
                       "method": {"name": method, "access": str(method_cls.access),
                                  "description": method_cls.description, "origin": method_origin(method),
                                  "config": config_json, "overrides": json_safe(dict(overrides or {})),
+                                 "preset": preset,
                                  "quick_overrides": json_safe(method_cls.quick_overrides) if quick else {}},
                       "split": _fold_info(dataset, fold, len(all_folds), split_seed), "seed": seed,
                       "dataset": {"name": dataset.name, "argument": str(argument),

@@ -64,16 +64,33 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value "
                                                    "(repeatable), e.g. --set epochs=5.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the summary.")] = False,
+    preset: Annotated[str | None, typer.Option("--preset", help="Named setting applied before --quick and --set: "
+                                               "'paper' = the reference study's (ResNet-50, 256 px, GPU with "
+                                               "bf16 mixed precision when present).")] = None,
+    show_config: Annotated[bool, typer.Option("--show-config", help="Print the resolved config and device, "
+                                              "then exit without running.")] = False,
 ) -> None:
     """Run METHOD on every fold and seed of SPLIT; write one record per run (resumable)."""
-    from ..protocol import DEFAULT_SEEDS, parse_overrides, run_protocol
+    from ..presets import get_preset
+    from ..protocol import DEFAULT_SEEDS, parse_overrides, resolve_config, resolve_device, run_protocol
+    from ..registry import get_method
+
+    if preset is not None:
+        get_preset(preset)  # unknown names list the valid ones
+    if show_config:
+        import json
+
+        config = resolve_config(get_method(method), parse_overrides(set_ or []), quick, preset)
+        typer.echo(json.dumps({"method": method, "preset": preset, "device": resolve_device(device),
+                               "config": config.to_dict()}, indent=1))
+        return
 
     seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else ([0] if quick else list(DEFAULT_SEEDS))
     fold_list = parse_int_list(folds, "--folds") if folds is not None else None
     outcomes = run_protocol(method, split, dataset, seeds=seed_list, folds=fold_list, split_seed=split_seed,
                             device=device, results_dir=results, quick=quick, force=force,
                             overrides=parse_overrides(set_ or []), verbose=not quiet,
-                            log=None if quiet else typer.echo)
+                            log=None if quiet else typer.echo, preset=preset)
     print_summary(outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:

@@ -49,17 +49,26 @@ def _restore_threads():
     torch.set_num_threads(threads)
 
 
+class _Datasets(dict):
+    """The suite's synthetic datasets by image side, opened (or generated) on first use."""
+
+    def __missing__(self, side: int) -> Dataset:
+        self[side] = load_dataset("synthetic", progress=False, **SIZES[side])
+        return self[side]
+
+
 @pytest.fixture(scope="session")
 def datasets() -> dict[int, Dataset]:
-    """The suite's synthetic datasets by image side (cached after the first run)."""
-    return {side: load_dataset("synthetic", progress=False, **options) for side, options in SIZES.items()}
+    """The suite's synthetic datasets by image side (cached in the platebench cache after the first run)."""
+    return _Datasets()
 
 
 @pytest.fixture(scope="session")
 def tiff_sites(datasets, tmp_path_factory) -> dict[int, list[Path]]:
     """The reference layout: every image of the suite's loader plates as one deflate TIFF per site."""
     out = {}
-    for side, dataset in datasets.items():
+    for side in SIZES:
+        dataset = datasets[side]
         folder = tmp_path_factory.mktemp(f"tiff{side}")
         paths = []
         for image_id in range(len(dataset.index)):
@@ -69,3 +78,24 @@ def tiff_sites(datasets, tmp_path_factory) -> dict[int, list[Path]]:
             paths.append(path)
         out[side] = paths
     return out
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Record what the numbers depend on: CPU model, cores, torch version and threads, load."""
+    import os
+    import platform
+
+    model = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    machine_info["platebench"] = {
+        "cpu_model": model, "cpu_cores": os.cpu_count(), "torch": torch.__version__,
+        "torch_threads_default": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+    }

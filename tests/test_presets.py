@@ -1,0 +1,72 @@
+"""`bench run --preset`: the preset table, config resolution through each method's fields, the record."""
+
+import json
+
+import _toy_methods  # noqa: F401  (registers the _test_ methods)
+import pytest
+from typer.testing import CliRunner
+
+from benchmark.cli import app
+from benchmark.errors import UnknownNameError
+from benchmark.methods.base import MethodConfig
+from benchmark.presets import PRESETS, get_preset, preset_values
+from benchmark.protocol import resolve_config
+from benchmark.records import load_records
+from benchmark.registry import available_methods, get_method
+
+runner = CliRunner()
+PAPER = {"backbone": "resnet50", "crop": 256, "lr": 1e-3, "max_epochs": 200, "patience": 20, "grad_accum": 8,
+         "n_treated": 64, "n_controls": 128}
+
+
+def shown(*args):
+    r = runner.invoke(app, ["run", "-s", "source_out", "--device", "cpu", "--show-config", *map(str, args)])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_paper_preset_sets_the_reference_setting_for_cs_arm_bn():
+    out = shown("-m", "cs_arm_bn", "--preset", "paper")
+    assert out["preset"] == "paper" and out["device"] == "cpu"
+    assert {k: out["config"][k] for k in PAPER} == PAPER
+
+
+def test_fields_a_method_lacks_are_skipped_never_an_error():
+    erm = shown("-m", "erm", "--preset", "paper")["config"]
+    assert erm["backbone"] == "resnet50" and erm["batch_size"] == 64
+    assert "n_controls" not in erm and "n_treated" not in erm
+    fm = shown("-m", "fm_tvn", "--preset", "paper")["config"]
+    assert fm == get_method("fm_tvn").Config().to_dict()  # no ResNet fields at all: the defaults
+
+
+@pytest.mark.parametrize("name", sorted(available_methods()))
+def test_every_registered_method_accepts_every_preset(name):
+    cls = get_method(name)
+    for preset in PRESETS:
+        config = resolve_config(cls, preset=preset)
+        assert isinstance(config, MethodConfig)
+        assert set(preset_values(preset, cls.Config)) <= set(config.to_dict())
+
+
+def test_quick_and_set_apply_after_the_preset():
+    out = shown("-m", "arm_bn", "--preset", "paper", "--quick", "--set", "crop=128")["config"]
+    assert out["crop"] == 128                       # --set wins
+    assert out["max_epochs"] == get_method("arm_bn").quick_overrides["max_epochs"]  # then --quick
+    assert out["backbone"] == "resnet50" and out["n_treated"] == 64
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    r = runner.invoke(app, ["run", "-m", "erm", "-s", "source_out", "--preset", "papr", "--show-config"])
+    assert r.exit_code == 1
+    assert "unknown preset 'papr'. Valid presets: paper. Did you mean 'paper'?" in r.stderr
+    with pytest.raises(UnknownNameError, match="Valid presets: paper"):
+        get_preset("nope")
+
+
+def test_preset_name_is_recorded_in_the_run_record(toy_dataset, tmp_path):
+    r = runner.invoke(app, ["run", "-m", "_test_centroid", "-s", "source_out", "--dataset", str(toy_dataset.root),
+                            "--results", str(tmp_path / "res"), "--device", "cpu", "--folds", "0", "--seeds", "0",
+                            "--preset", "paper", "-q"])
+    assert r.exit_code == 0, r.output
+    (rec,) = load_records(tmp_path / "res").ok
+    assert rec.data["method"]["preset"] == "paper"
