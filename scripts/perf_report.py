@@ -44,15 +44,16 @@ def machine_lines(data: dict) -> list[str]:
 
 
 def loader_table(benches: list[dict]) -> list[str]:
-    rows = ["| image side | crop | packed store (img/s) | deflate TIFF per site (img/s) | ratio | ≥ 10× |",
-            "|---|---|---|---|---|---|"]
-    by_side: dict[int, dict[str, dict]] = {}
+    rows = ["| image side | crop | output | packed store (img/s) | deflate TIFF per site (img/s) | ratio | ≥ 10× |",
+            "|---|---|---|---|---|---|---|"]
+    by_case: dict[tuple, dict[str, dict]] = {}
     for b in benches:
-        by_side.setdefault(b["extra_info"]["side"], {})[b["extra_info"]["source"]] = b
-    for side, pair in sorted(by_side.items()):
+        e = b["extra_info"]
+        by_case.setdefault((e["side"], e.get("output", "float32")), {})[e["source"]] = b
+    for (side, output), pair in sorted(by_case.items()):
         if {"packed_store", "tiff_per_site"} <= set(pair):
             fast, slow = _rate(pair["packed_store"]), _rate(pair["tiff_per_site"])
-            rows.append(f"| {side} px | {pair['packed_store']['extra_info']['crop']} px | {fast:,.0f} | "
+            rows.append(f"| {side} px | {pair['packed_store']['extra_info']['crop']} px | {output} | {fast:,.0f} | "
                         f"{slow:,.0f} | {fast / slow:.1f}× | {_ok(fast / slow >= LOADER_TARGET)} |")
     return rows
 
@@ -94,7 +95,8 @@ def render(data: dict) -> str:
     out = [BEGIN, "", "### Machine", "", *machine_lines(data), "",
            "### Loader: packed store vs one deflate TIFF per site", "",
            "One epoch of plate-grouped batches (32 treated + 32 DMSO of one plate), random crop + flips, "
-           "per-channel normalisation, float32 tensors; the same batches and augmentation on both sides.", "",
+           "then float32 normalisation (CPU training path) or uint8 crops (CUDA path: loader workers hand uint8 "
+           "to the GPU, which normalises); the same batches and augmentation on both sides.", "",
            *loader_table(kinds.get("loader", [])), "",
            "### Training step (forward + backward + Adam, BN in training mode)", "",
            "resnet_micro: batch 64 at 40 px (CS-ARM-BN's 32 + 32); resnet50: batch 2 at 256 px. "

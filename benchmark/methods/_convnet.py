@@ -30,10 +30,10 @@ class ConvNetConfig(MethodConfig):
 
     backbone: str = "resnet_micro"  # 5-channel ResNet (resnet_micro, resnet_small, resnet18, resnet50)
     crop: int = 40                  # side of the random (train) / centre (test) crop in px; 0 = whole image
-    lr: float = 1e-3                # Adam learning rate
+    lr: float = 3e-3                # Adam learning rate (reference: 1e-3)
     weight_decay: float = 0.0       # Adam weight decay
-    max_epochs: int = 5             # epoch budget (passes over the training plates' treated images; reference: 200)
-    patience: int = 2               # early stopping: epochs without a lower validation loss (reference: 20)
+    max_epochs: int = 10            # epoch budget (passes over the training plates' treated images; reference: 200)
+    patience: int = 4               # early stopping: epochs without a lower validation loss (reference: 20)
     grad_accum: int = 1             # mini-batches per optimiser step (reference: 8)
     eval_batch_size: int = 256      # images per forward pass when no BN context is involved
     stats_images: int = 2048        # training images sampled to compute per-channel mean/std

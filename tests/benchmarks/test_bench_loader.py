@@ -1,8 +1,10 @@
 """Packed store loader vs the reference data path (one deflate TIFF per site, decoded per sample).
 
 Both sides produce the same thing for one epoch: plate-grouped batches (32 treated +
-32 DMSO images of one plate, CS-ARM-BN's composition), random crops and flips,
-per-channel normalisation, as float32 tensors. Only the pixel source differs.
+32 DMSO images of one plate, CS-ARM-BN's composition), random crops and flips, and
+either per-channel normalised float32 tensors (``float32``: the CPU training path) or
+the uint8 crops that the loader workers hand to the GPU, which normalises them on
+the device (``uint8``: the CUDA path). Only the pixel source differs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import tifffile
 import torch
 
 from benchmark.core.loader import batch_targets, training_steps
-from benchmark.core.preprocess import Preprocessor, channel_stats
+from benchmark.core.preprocess import Preprocessor, channel_stats, random_crop_flip
 from benchmark.core.sampler import plate_batches
 
 from _bench_data import plates_of, subset
@@ -32,10 +34,18 @@ def _setup(datasets, side):
     return train, Preprocessor(stats, CROPS[side], "cpu", channels_last=True), batches
 
 
-def _tiff_epoch(paths, train, preprocess, batches, rng):
+def _tiff_epoch(paths, train, preprocess, batches, rng, output):
     for batch in batches:
         pixels = np.stack([tifffile.imread(paths[i]) for i in batch.image_ids])
-        yield preprocess.train(pixels, rng), torch.as_tensor(batch_targets(train, batch))
+        inputs = (preprocess.train(pixels, rng) if output == "float32"
+                  else torch.from_numpy(random_crop_flip(pixels, preprocess.crop, rng)))
+        yield inputs, torch.as_tensor(batch_targets(train, batch))
+
+
+def _packed_uint8_epoch(train, preprocess, batches, rng):
+    for batch in batches:  # what a loader worker does on the CUDA path
+        pixels = random_crop_flip(train.read(batch.image_ids), preprocess.crop, rng)
+        yield torch.from_numpy(pixels), torch.as_tensor(batch_targets(train, batch))
 
 
 def _consume(steps) -> int:
@@ -45,20 +55,24 @@ def _consume(steps) -> int:
     return n
 
 
+@pytest.mark.parametrize("output", ["float32", "uint8"])
 @pytest.mark.parametrize("side", [64, 256])
 @pytest.mark.parametrize("source", ["packed_store", "tiff_per_site"])
-def test_loader(benchmark, datasets, tiff_sites, side, source):
+def test_loader(benchmark, datasets, tiff_sites, side, source, output):
     """One epoch of augmented, normalised plate batches (images/s = n_images / time)."""
+    torch.set_num_threads(1)  # the ResNet methods' default (ConvNetConfig.threads)
     train, preprocess, batches = _setup(datasets, side)
     paths = tiff_sites[side]
 
     def epoch():
         rng = np.random.default_rng(1)
-        if source == "packed_store":
+        if source == "tiff_per_site":
+            return _consume(_tiff_epoch(paths, train, preprocess, batches, rng, output))
+        if output == "float32":
             return _consume(training_steps(train, batches, preprocess, rng))
-        return _consume(_tiff_epoch(paths, train, preprocess, batches, rng))
+        return _consume(_packed_uint8_epoch(train, preprocess, batches, rng))
 
     n = benchmark.pedantic(epoch, rounds=3, warmup_rounds=1)
-    benchmark.group = f"loader {side}px"
-    benchmark.extra_info.update(kind="loader", source=source, side=side, crop=CROPS[side], n_images=n,
+    benchmark.group = f"loader {side}px {output}"
+    benchmark.extra_info.update(kind="loader", source=source, side=side, crop=CROPS[side], output=output, n_images=n,
                                 baseline="tiff_per_site")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from ...errors import BenchError, UnknownNameError
 
-SIMULATOR_VERSION = "sim-1.4"
+SIMULATOR_VERSION = "sim-1.5"
 """Bump whenever the generative model changes (it is part of the cache key)."""
 
 
@@ -51,7 +51,7 @@ class BiologyParams:
     """Mitochondrial segments per cell (scaled by cell area)."""
     well_potency_cv: float = 0.20
     """Per-well log-normal spread of the compound's effect strength."""
-    phenotype_strength: float = 1.3
+    phenotype_strength: float = 2.0
     """Global multiplier of every compound's effect (the exponent of multiplicative effects)."""
 
 
