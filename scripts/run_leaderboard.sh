@@ -4,7 +4,7 @@
 # Runs JOBS `bench run` processes at a time (default 2: one per core; the ResNet methods
 # train on one thread each). Finished records are skipped, so a rerun resumes.
 set -euo pipefail
-METHODS="${METHODS:-cs_arm_bn ben arm_bn erm adabn fm_tvn}"
+METHODS="${METHODS:-erm cs_arm_bn arm_bn fm_tvn ben adabn}"
 JOBS="${JOBS:-2}"
 bench data synth > /dev/null
 for method in $METHODS; do

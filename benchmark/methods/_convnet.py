@@ -32,8 +32,8 @@ class ConvNetConfig(MethodConfig):
     crop: int = 40                  # side of the random (train) / centre (test) crop in px; 0 = whole image
     lr: float = 3e-3                # Adam learning rate (reference: 1e-3)
     weight_decay: float = 0.0       # Adam weight decay
-    max_epochs: int = 10            # epoch budget (passes over the training plates' treated images; reference: 200)
-    patience: int = 4               # early stopping: epochs without a lower validation loss (reference: 20)
+    max_epochs: int = 8             # epoch budget (passes over the training plates' treated images; reference: 200)
+    patience: int = 3               # early stopping: epochs without a lower validation loss (reference: 20)
     grad_accum: int = 1             # mini-batches per optimiser step (reference: 8)
     eval_batch_size: int = 256      # images per forward pass when no BN context is involved
     stats_images: int = 2048        # training images sampled to compute per-channel mean/std
