@@ -18,7 +18,7 @@ from benchmark.core.loader import batch_targets, training_steps
 from benchmark.core.preprocess import Preprocessor, channel_stats, random_crop_flip
 from benchmark.core.sampler import plate_batches
 
-from _bench_data import plates_of, subset
+from ._bench_data import plates_of, subset
 
 CROPS = {64: 40, 256: 224}
 """Crop per image side: the CPU default (40 px of 64) and a reference-like crop of 256 px images."""

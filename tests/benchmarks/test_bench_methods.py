@@ -15,7 +15,7 @@ from benchmark.datasets.dataset import PlateView
 from benchmark.protocol import resolve_config
 from benchmark.registry import available_methods
 
-from _bench_data import plates_of, subset
+from ._bench_data import plates_of, subset
 
 METHODS = sorted(available_methods())
 FITTED: dict = {}

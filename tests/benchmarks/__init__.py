@@ -1,0 +1,1 @@
+"""The performance suite (opt-in; see conftest.py)."""
