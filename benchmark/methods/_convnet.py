@@ -46,6 +46,7 @@ class ConvNetMethod(Method):
 
     Config = ConvNetConfig
     config: ConvNetConfig
+    quick_overrides = {"max_epochs": 1, "patience": 1}  # --quick smoke profile and `bench methods check`
 
     # -- set-up -----------------------------------------------------------------------------
     def _setup(self, train: LabelledImages, seed: int) -> None:

@@ -43,7 +43,6 @@ class ARMBN(ConvNetMethod):
     description = "ResNet meta-trained with one plate per batch; BN statistics from the target plate's treated images"
     Config = ARMBNConfig
     config: ARMBNConfig
-    quick_overrides = {"max_epochs": 2, "patience": 1}
 
     # -- what defines the BN context (CS-ARM-BN adds the plate's DMSO images) ----------------
     n_context = 0

@@ -37,7 +37,6 @@ class ERM(ConvNetMethod):
     description = "ResNet trained with cross-entropy on mixed batches; BN running statistics at test (no adaptation)"
     Config = ERMConfig
     config: ERMConfig
-    quick_overrides = {"max_epochs": 2, "patience": 1}
 
     def fit(self, train: LabelledImages, val: LabelledImages, seed: int) -> ERM:
         self._setup(train, seed)
