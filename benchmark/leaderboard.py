@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .leaderboard_tables import (BASELINE, commands, configs, details_table, main_table, method_order,
-                                 model_line, paired_difference, per_source_table)
+                                 model_line, paired_difference, per_source_table, provenance)
 from .records import DEFAULT_RESULTS, QUICK, RECORD_FORMAT, Record, RecordSet, load_records
 
 DEFAULT_OUT = Path("leaderboard") / "LEADERBOARD.md"
@@ -113,6 +113,7 @@ def _dataset_section(name: str, fp: str, records: list[Record], failed: list[Rec
             lines += ["### Leave-source-out accuracy per held-out source", ""] + per_source + [""]
         lines += ["### Details (out-of-domain and in-domain metrics per split)", ""] + details_table(records) + [""]
         lines += ["### Hyper-parameters (from the records' configs)", ""] + configs(records) + [""]
+        lines += ["### Code that produced the records", ""] + provenance(records) + [""]
         lines += ["### Commands that regenerate these numbers", ""]
         lines += commands(records, str(results_dir), str(out_md), baseline) + [""]
     if failed:

@@ -136,6 +136,30 @@ def configs(records: list[Record]) -> list[str]:
     return lines
 
 
+def provenance(records: list[Record]) -> list[str]:
+    """One line per method: the code (platebench version, git commit) and torch that produced its records.
+
+    Runs made from a checkout whose package source differed from its commit are counted:
+    their commit alone does not reproduce them.
+    """
+    by_method: dict[str, dict[tuple[str, str, str], list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        env = r.data.get("environment") or {}
+        commit = str(env.get("git_commit", "unknown"))
+        commit = commit[:12] if len(commit) == 40 else commit
+        key = (str(env.get("platebench", "?")), commit, str(env.get("torch", "?")))
+        by_method[r.method][key].append(r)
+    lines = []
+    for method in method_order(records):
+        parts = []
+        for (version, commit, torch_version), runs in sorted(by_method[method].items()):
+            modified = sum(1 for r in runs if (r.data.get("environment") or {}).get("git_tree") == "modified")
+            note = f"; {modified} from uncommitted source changes" if modified else ""
+            parts.append(f"platebench {version} at commit `{commit}`, torch {torch_version} ({len(runs)} runs{note})")
+        lines.append(f"- `{method}`: " + "; ".join(parts))
+    return lines
+
+
 def commands(records: list[Record], results_dir: str, out_md: str, baseline: str) -> list[str]:
     """The ``bench run`` commands (one per method, split and settings) and the ``bench leaderboard`` command."""
     runs: dict[tuple, set[tuple[int, int]]] = defaultdict(set)

@@ -63,15 +63,31 @@ def predictions_path(json_path: Path) -> Path:
 
 # ----------------------------------------------------------------------------- provenance
 
-def git_commit() -> str:
-    """Commit of the git checkout holding this package, or ``"unknown"``."""
+PACKAGE_DIR = Path(__file__).parent
+
+
+def _git(args: list[str], folder: Path) -> str | None:
+    """Standard output of ``git args`` run in ``folder``, or None when git fails or is missing."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5, check=False)
+        out = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit(folder: Path = PACKAGE_DIR) -> str:
+    """Commit of the git checkout holding ``folder`` (this package), or ``"unknown"``."""
+    commit = (_git(["rev-parse", "HEAD"], folder) or "").strip()
+    return commit if len(commit) == 40 else "unknown"
+
+
+def git_tree_state(folder: Path = PACKAGE_DIR) -> str:
+    """``"clean"`` when the tracked files under ``folder`` match the commit, ``"modified"`` when
+    they carry uncommitted changes (the commit alone does not reproduce the run), else ``"unknown"``."""
+    status = _git(["status", "--porcelain", "--untracked-files=no", "--", "."], folder)
+    if status is None:
         return "unknown"
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and len(commit) == 40 else "unknown"
+    return "modified" if status.strip() else "clean"
 
 
 def _version(dist: str) -> str:
@@ -82,9 +98,11 @@ def _version(dist: str) -> str:
 
 
 def environment_info() -> dict[str, str]:
-    """Package version, git commit, Python and library versions, platform."""
+    """Package version, git commit (and whether the package source differs from it), Python and
+    library versions, platform."""
     return {
-        "platebench": __version__, "git_commit": git_commit(), "python": platform.python_version(),
+        "platebench": __version__, "git_commit": git_commit(), "git_tree": git_tree_state(),
+        "python": platform.python_version(),
         **{lib: _version(lib) for lib in ("torch", "numpy", "timm", "polars", "scikit-learn")},
         "platform": platform.platform(),
     }

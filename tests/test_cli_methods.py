@@ -42,3 +42,18 @@ def test_pretrain_encoder_rejects_a_wrong_file_suffix(tmp_path):
     result = runner.invoke(app, ["methods", "pretrain-encoder", "--out", str(tmp_path / "enc.pt")])
     assert result.exit_code == 1
     assert "must end in .safetensors" in result.output
+
+
+def test_listing_methods_does_not_load_heavy_libraries():
+    """`bench methods list` must stay quick: timm and scikit-learn load only when a model is built or fitted."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import benchmark
+
+    code = ("import sys; from benchmark.registry import available_methods; available_methods(); "
+            "print(sorted(m for m in ('timm', 'sklearn', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(benchmark.__file__).parents[1])  # the same checkout as this test process
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

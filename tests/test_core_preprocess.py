@@ -7,6 +7,9 @@ import pytest
 
 from benchmark.core.preprocess import Preprocessor, center_crop, channel_stats, check_crop, random_crop_flip
 from benchmark.errors import MethodError
+from benchmark.methods.erm import ERM
+
+from _method_data import split
 
 
 def _images(n=10, size=12, seed=0):
@@ -43,3 +46,22 @@ def test_crop_larger_than_the_image_is_a_clear_error():
     assert check_crop(0, (5, 64, 64)) == 64
     with pytest.raises(MethodError, match=r"crop 256 px is larger than the images \(64x64 px\); set crop <= 64"):
         check_crop(256, (5, 64, 64))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_eval_pixels_stay_uint8_and_normalise_chunkwise_to_exactly_eval(channels_last):
+    x = _images(20, size=16)
+    prep = Preprocessor(channel_stats(x), crop=10, channels_last=channels_last)
+    pixels = prep.eval_pixels(x)
+    assert pixels.dtype.is_floating_point is False and pixels.element_size() == 1 and pixels.shape == (20, 5, 10, 10)
+    np.testing.assert_array_equal(pixels.numpy(), center_crop(x, 10))
+    chunked = np.concatenate([prep.normalise(pixels[i:i + 7]).numpy() for i in range(0, 20, 7)])
+    np.testing.assert_array_equal(chunked, prep.eval(x).numpy())
+
+
+def test_convnet_validation_set_is_held_as_uint8(toy_dataset):
+    train, val, _ = split(toy_dataset)
+    method = ERM(ERM.Config(crop=12))
+    method._setup(train, seed=0)
+    x, y = method._val_set(val)
+    assert x.dtype.is_floating_point is False and x.element_size() == 1 and len(x) == len(y) > 0

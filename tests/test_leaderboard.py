@@ -9,8 +9,9 @@ from benchmark.records import RECORD_FORMAT, load_records, record_path, write_re
 
 
 def fake(root, method, split, fold, seed, ood, ind, fp="fp1", access="none", status="ok", profile="full",
-         fmt=RECORD_FORMAT, held_out=None, n_folds=None, name="synthetic"):
+         fmt=RECORD_FORMAT, held_out=None, n_folds=None, name="synthetic", commit="c" * 40, tree="clean"):
     data = {
+        "environment": {"platebench": "0.1.0", "git_commit": commit, "git_tree": tree, "torch": "2.14.1"},
         "record_format": fmt, "profile": profile, "status": status, "seed": seed,
         "error": None if status == "ok" else "fit raised RuntimeError: boom",
         "method": {"name": method, "access": access, "config": {"image_size": 32, "lr": 0.001},
@@ -145,3 +146,14 @@ def test_no_records(tmp_path):
     out = tmp_path / "LEADERBOARD.md"
     build_leaderboard(tmp_path / "nothing", out)
     assert "No run records found" in out.read_text()
+
+
+def test_provenance_names_the_commit_and_counts_runs_from_modified_source(results, tmp_path):
+    fake(results, "arm_bn", "source_out", 0, 0, 0.6, 0.9, access="unlabeled", commit="a" * 40)
+    fake(results, "arm_bn", "source_out", 1, 0, 0.6, 0.9, access="unlabeled", commit="a" * 40, tree="modified")
+    out = tmp_path / "LEADERBOARD.md"
+    build_leaderboard(results, out, figures=False)
+    code = section(out.read_text(), "### Code that produced the records", "\n### ")
+    assert "- `erm`: platebench 0.1.0 at commit `cccccccccccc`, torch 2.14.1 (5 runs)" in code
+    assert "- `arm_bn`: platebench 0.1.0 at commit `aaaaaaaaaaaa`, torch 2.14.1 (2 runs; 1 from uncommitted source " \
+           "changes)" in code

@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 
 from benchmark import records
-from benchmark.records import (RECORD_FORMAT, clean_temp_files, environment_info, load_records,
-                               predictions_path, read_predictions, record_path, write_record)
+from benchmark.records import (RECORD_FORMAT, clean_temp_files, environment_info, git_commit, git_tree_state,
+                               load_records, predictions_path, read_predictions, record_path, write_record)
 
 
 def minimal_record(method="m", split="source_out", fold=0, seed=0, fp="abc123", status="ok"):
@@ -49,8 +49,31 @@ def test_environment_info_names_versions_and_commit():
     env = environment_info()
     assert env["platebench"] == "0.1.0"
     assert env["git_commit"] == "unknown" or len(env["git_commit"]) == 40
+    assert env["git_tree"] in {"clean", "modified", "unknown"}
     for lib in ("python", "torch", "numpy", "timm", "polars"):
         assert env[lib]
+
+
+def test_git_tree_state_tells_a_modified_package_from_its_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # never find a checkout above tmp_path
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "method.py").write_text("x = 1\n")
+    (tmp_path / "notes.txt").write_text("outside the package\n")
+    assert git_tree_state(package) == "unknown" and git_commit(package) == "unknown"  # not a checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    assert git_tree_state(package) == "clean" and len(git_commit(package)) == 40
+    (tmp_path / "notes.txt").write_text("changed outside the package\n")
+    (package / "new_untracked.py").write_text("")
+    assert git_tree_state(package) == "clean"  # only tracked files of the package count
+    (package / "method.py").write_text("x = 2\n")
+    assert git_tree_state(package) == "modified"
 
 
 def test_a_crash_before_the_json_leaves_no_record(tmp_path, monkeypatch):

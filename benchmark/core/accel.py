@@ -30,7 +30,7 @@ def loader_workers(device: str | torch.device) -> int:
 
 def to_device(x: torch.Tensor, device: str | torch.device) -> torch.Tensor:
     """Copy a host tensor to ``device``; on CUDA from pinned memory with a non-blocking copy."""
-    if not is_cuda(device):
+    if not is_cuda(device) or x.is_cuda:
         return x.to(device)
     if not x.is_pinned():
         x = x.pin_memory()

@@ -10,26 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import timm
 import torch
-from timm.models.resnet import BasicBlock, ResNet
 
 from ..constants import CHANNELS, N_CLASSES
 from ..errors import UnknownNameError
 
 
+# timm is imported inside the builders: it takes seconds to load, and listing or
+# checking methods must not pay for it.
+
 def _micro(num_classes: int, in_chans: int) -> torch.nn.Module:
+    from timm.models.resnet import BasicBlock, ResNet
     return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes, in_chans=in_chans,
                   channels=(16, 32, 64, 128), stem_width=16)
 
 
 def _small(num_classes: int, in_chans: int) -> torch.nn.Module:
+    from timm.models.resnet import BasicBlock, ResNet
     return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes, in_chans=in_chans,
                   channels=(32, 64, 128, 256), stem_width=32)
 
 
 def _timm(name: str) -> Callable[[int, int], torch.nn.Module]:
     def build(num_classes: int, in_chans: int) -> torch.nn.Module:
+        import timm
         return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
     return build
 

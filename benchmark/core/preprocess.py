@@ -121,4 +121,16 @@ class Preprocessor:
 
     def eval(self, images: np.ndarray) -> torch.Tensor:
         """Centre crop, normalised."""
-        return normalise(center_crop(np.asarray(images), self.crop), self.stats, self.device, self.channels_last)
+        return self.normalise(self.eval_pixels(images))
+
+    def eval_pixels(self, images: np.ndarray) -> torch.Tensor:
+        """Centre crop, still uint8, on the device: a quarter of the memory of :meth:`eval`'s output.
+
+        Hold evaluation sets in this form and :meth:`normalise` them chunk by chunk.
+        """
+        pixels = torch.from_numpy(np.ascontiguousarray(center_crop(np.asarray(images), self.crop)))
+        return to_device(pixels, self.device)
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (already cropped) -> the network's normalised float input."""
+        return normalise(pixels, self.stats, self.device, self.channels_last)

@@ -39,9 +39,9 @@ class AdaBN(ERM):
         if len(plate.treated) < 2:
             raise MethodError(f"plate {plate.plate} shows {len(plate.treated)} treated image(s); AdaBN needs "
                               "at least 2 to estimate BN statistics")
-        x = self._eval_tensor(plate.treated)
-        chunks = chunk_indices(len(x), self.config.eval_batch_size)
-        self.plate_stats_ = accumulate_bn_stats(self.model_, (x[c] for c in chunks))
+        pixels = self._eval_pixels(plate.treated)
+        chunks = chunk_indices(len(pixels), self.config.eval_batch_size)
+        self.plate_stats_ = accumulate_bn_stats(self.model_, (self._inputs(pixels[c]) for c in chunks))
         self.plate_ = plate.plate
         return self
 
@@ -49,4 +49,4 @@ class AdaBN(ERM):
         self._check_fitted()
         self._check_adapted("plate_stats_")
         with bn_stats_applied(self.model_, self.plate_stats_):
-            return softmax(self._logits_running_stats(self._eval_tensor(images)))
+            return softmax(self._logits_running_stats(self._eval_pixels(images)))

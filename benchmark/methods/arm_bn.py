@@ -54,10 +54,10 @@ class ARMBN(ConvNetMethod):
 
     # -- the plate-wise BN forward pass, shared by validation and test -----------------------
     def _chunks(self, treated: torch.Tensor, context: torch.Tensor | None) -> list[tuple[torch.Tensor, int]]:
-        """BN contexts of one plate: chunks of its treated images (+ context), with the treated count."""
+        """BN contexts of one plate: chunks of its treated images (uint8 pixels; + context), with the treated count."""
         out = []
         for j, chunk in enumerate(chunk_indices(len(treated), self.config.n_treated)):
-            x = treated[chunk]
+            x = self._inputs(treated[chunk])
             if context is not None and len(context):
                 c = min(self.n_context, len(context))
                 x = torch.cat([x, context[np.arange(j * c, (j + 1) * c) % len(context)]])
@@ -65,7 +65,7 @@ class ARMBN(ConvNetMethod):
         return out
 
     def _plate_logits(self, treated: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        """Logits of one plate's treated images, each chunk normalised by its own BN statistics."""
+        """Logits of one plate's treated images (uint8 pixels), each chunk normalised by its own BN statistics."""
         with torch.no_grad(), batch_stats_context(self.model_) as model:
             return torch.cat([model(x)[:n] for x, n in self._chunks(treated, context)])
 
@@ -95,7 +95,7 @@ class ARMBN(ConvNetMethod):
             self.__dict__.pop(attr, None)  # forget the previous plate
         self.context_ = self._context(plate.controls, plate.plate)
         if self.config.full_domain_stats:
-            treated = self._eval_tensor(plate.treated)
+            treated = self._eval_pixels(plate.treated)
             self.plate_stats_ = accumulate_bn_stats(self.model_, (x for x, _ in self._chunks(treated, self.context_)))
         self.plate_ = plate.plate
         return self
@@ -103,8 +103,7 @@ class ARMBN(ConvNetMethod):
     def predict(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted()
         self._check_adapted()
-        x = self._eval_tensor(images)
         if self.config.full_domain_stats:
             with torch.no_grad(), bn_stats_applied(self.model_, self.plate_stats_) as model:
-                return softmax(model(x))
-        return softmax(self._plate_logits(x, self.context_))
+                return softmax(model(self._eval_tensor(images)))
+        return softmax(self._plate_logits(self._eval_pixels(images), self.context_))

@@ -123,9 +123,9 @@ class BEN(CSARMBN):
         return epoch
 
     # -- validation and test: the plate's DMSO statistics, then evaluation mode ------------------
-    def _predict_with(self, stats: BNState, x: torch.Tensor) -> torch.Tensor:
+    def _predict_with(self, stats: BNState, pixels: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), bn_stats_applied(self.model_, stats):
-            return self._logits_running_stats(x)
+            return self._logits_running_stats(pixels)
 
     def _plate_logits(self, treated: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         return self._predict_with(control_stats(self.model_, context), treated)
@@ -140,4 +140,4 @@ class BEN(CSARMBN):
     def predict(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted()
         self._check_adapted("plate_stats_")
-        return softmax(self._predict_with(self.plate_stats_, self._eval_tensor(images)))
+        return softmax(self._predict_with(self.plate_stats_, self._eval_pixels(images)))

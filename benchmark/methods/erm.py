@@ -56,4 +56,4 @@ class ERM(ConvNetMethod):
     def predict(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted()
         self._check_adapted()
-        return softmax(self._logits_running_stats(self._eval_tensor(images)))
+        return softmax(self._logits_running_stats(self._eval_pixels(images)))

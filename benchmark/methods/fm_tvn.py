@@ -17,8 +17,6 @@ import dataclasses
 import time
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
 
 from ..constants import N_CLASSES
 from ..core.encoders import Encoder, load_encoder
@@ -73,6 +71,9 @@ class FMTVN(Method):
         return np.concatenate(xs), np.concatenate(ys)
 
     def fit(self, train: LabelledImages, val: LabelledImages, seed: int) -> FMTVN:
+        from sklearn.linear_model import LogisticRegression  # imported here: sklearn takes seconds to load
+        from sklearn.metrics import log_loss
+
         start = time.perf_counter()
         controls = train.control_ids()
         dmso = self._embed(train.read(controls))
