@@ -57,6 +57,8 @@ def test_eval_pixels_stay_uint8_and_normalise_chunkwise_to_exactly_eval(channels
     np.testing.assert_array_equal(pixels.numpy(), center_crop(x, 10))
     chunked = np.concatenate([prep.normalise(pixels[i:i + 7]).numpy() for i in range(0, 20, 7)])
     np.testing.assert_array_equal(chunked, prep.eval(x).numpy())
+    with pytest.raises(TypeError, match="uint8"):
+        prep.normalise(prep.eval(x))  # already normalised: refused, not shifted twice
 
 
 def test_convnet_validation_set_is_held_as_uint8(toy_dataset):

@@ -76,7 +76,7 @@ def test_ben_test_time_equals_its_training_time_normalisation(ben, toy_dataset):
         rows.mask = torch.arange(len(treated) + len(controls)) >= len(treated)
         training_logits = model(torch.cat([treated, controls]))[:len(treated)]
         model.eval()
-    test_logits = method._plate_logits(treated, controls)
+    test_logits = method._plate_logits(method._eval_pixels(v.treated[:8]), controls)
     np.testing.assert_allclose(test_logits.numpy(), training_logits.numpy(), rtol=1e-4, atol=1e-4)
 
 

@@ -133,4 +133,6 @@ class Preprocessor:
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels (already cropped) -> the network's normalised float input."""
+        if pixels.dtype != torch.uint8:  # normalising twice would silently shift every input
+            raise TypeError(f"Preprocessor.normalise takes uint8 pixels (from eval_pixels), got {pixels.dtype}")
         return normalise(pixels, self.stats, self.device, self.channels_last)
