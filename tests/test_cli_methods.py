@@ -34,6 +34,9 @@ def test_pretrain_encoder_writes_loadable_weights(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     config = json.loads(out.with_suffix(".json").read_text())
     assert config["objective"].startswith("SimCLR") and config["n_images"] == 16 and config["dim"] == 128
+    from benchmark.datasets.synthetic import SIMULATOR_VERSION
+    assert f"pretraining_images(16, seed=0, image_size=48) of simulator {SIMULATOR_VERSION}" in config["pretraining_data"]
+    assert set(config["code"]) == {"git_commit", "git_tree"}
     from benchmark.core.encoders import load_encoder
     assert load_encoder(f"platebench-ssl:{out}").embed(np.zeros((2, 5, 32, 32), np.uint8)).shape == (2, 128)
 

@@ -98,8 +98,10 @@ def pretrain_encoder(
     from ..core.simclr import SSLSettings, pretrain_encoder as pretrain
     from ..core.ssl_encoder import save_encoder
     from ..core.training import stderr_progress
-    from ..datasets.synthetic import pretraining_images
+    from ..datasets.synthetic import SIMULATOR_VERSION, pretraining_images
+    from ..datasets.synthetic.pretrain import N_LABS, UNPERTURBED
     from ..errors import BenchError
+    from ..records import git_commit, git_tree_state
 
     if out.suffix != ".safetensors":
         raise BenchError(f"--out {out} must end in .safetensors (the JSON config is written next to it)")
@@ -109,6 +111,11 @@ def pretrain_encoder(
     generated = time.perf_counter() - start
     backbone, config = pretrain(images, SSLSettings(epochs=epochs), seed, stderr_progress("pretrain"))
     config["image_generation_seconds"] = round(generated, 1)
+    config["pretraining_data"] = (
+        f"benchmark.datasets.synthetic.pretraining_images({n_images}, seed={seed}, image_size={image_size}) of "
+        f"simulator {SIMULATOR_VERSION}: {N_LABS} labs drawn from a random stream no benchmark source uses, "
+        f"random phenotype mixtures that are not the benchmark compounds, {UNPERTURBED:.0%} unperturbed")
+    config["code"] = {"git_commit": git_commit(), "git_tree": git_tree_state()}
     weights, meta = save_encoder(out, backbone, config)
     typer.echo(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB) and {meta} "
                f"in {time.perf_counter() - start:.0f} s")
