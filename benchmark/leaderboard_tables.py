@@ -201,13 +201,21 @@ def commands(records: list[Record], results_dir: str, out_md: str, baseline: str
     return ["```sh", *lines, shlex.join(board), "```"]
 
 
-def model_line(records: list[Record]) -> str:
-    """Model and input settings per method, taken from the records' configs."""
+def _model_settings(record: Record) -> dict[str, object]:
     keys = ("backbone", "arch", "model", "encoder", "image_size", "crop", "width", "depth")
+    settings = {k: v for k, v in record.data["method"]["config"].items() if any(w in k for w in keys)}
+    digest = (record.data.get("fit_report") or {}).get("encoder_weights_sha256")
+    if digest:
+        settings["encoder_sha256"] = f"{digest[:12]}…"
+    return settings
+
+
+def model_line(records: list[Record]) -> str:
+    """Model and input settings per method, taken from the records' configs (and the frozen encoder's weights)."""
     parts = []
     for method in method_order(records):
-        cfgs = {json.dumps({k: v for k, v in r.data["method"]["config"].items() if any(w in k for w in keys)},
-                           sort_keys=True) for r in records if r.method == method}
+        cfgs = {json.dumps(_model_settings(r), sort_keys=True, ensure_ascii=False)
+                for r in records if r.method == method}
         for cfg in sorted(cfgs):
             items = json.loads(cfg)
             if items:

@@ -57,3 +57,18 @@ def test_module_encoder_rejects_non_uint8_images():
     encoder = ModuleEncoder("test", torch.nn.Flatten(), 5 * 4, lambda x: torch.as_tensor(x, dtype=torch.float32))
     with pytest.raises(BenchError, match=r"encoder test takes uint8 images \(N, C, H, W\), got float64"):
         encoder.embed(np.zeros((2, 5, 2, 2)))
+
+
+def test_weights_digest_identifies_the_weights_not_the_spec(tmp_path):
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet_micro", num_classes=0).eval()
+    meta = {"backbone": "resnet_micro", "dim": 128, "channel_mean": [100.0] * 5, "channel_std": [50.0] * 5}
+    save_encoder(tmp_path / "a.safetensors", backbone, meta)
+    save_encoder(tmp_path / "copy.safetensors", backbone, meta)
+    with torch.no_grad():
+        next(backbone.parameters())[0, 0, 0, 0] += 1e-3  # one weight changed
+    save_encoder(tmp_path / "changed.safetensors", backbone, meta)
+    digest = {n: load_encoder(f"platebench-ssl:{tmp_path / n}.safetensors").weights_digest
+              for n in ("a", "copy", "changed")}
+    assert len(digest["a"]) == 64 and digest["a"] == digest["copy"] != digest["changed"]
+    assert ModuleEncoder("x", backbone, 128, torch.as_tensor).weights_digest == digest["changed"]

@@ -9,8 +9,9 @@ from benchmark.records import RECORD_FORMAT, load_records, record_path, write_re
 
 
 def fake(root, method, split, fold, seed, ood, ind, fp="fp1", access="none", status="ok", profile="full",
-         fmt=RECORD_FORMAT, held_out=None, n_folds=None, name="synthetic", commit="c" * 40, tree="clean"):
+         fmt=RECORD_FORMAT, held_out=None, n_folds=None, name="synthetic", commit="c" * 40, tree="clean", fit_report=None):
     data = {
+        "fit_report": fit_report or {},
         "environment": {"platebench": "0.1.0", "git_commit": commit, "git_tree": tree, "torch": "2.14.1"},
         "record_format": fmt, "profile": profile, "status": status, "seed": seed,
         "error": None if status == "ok" else "fit raised RuntimeError: boom",
@@ -157,3 +158,11 @@ def test_provenance_names_the_commit_and_counts_runs_from_modified_source(result
     assert "- `erm`: platebench 0.1.0 at commit `cccccccccccc`, torch 2.14.1 (5 runs)" in code
     assert "- `arm_bn`: platebench 0.1.0 at commit `aaaaaaaaaaaa`, torch 2.14.1 (2 runs; 1 from uncommitted source " \
            "changes)" in code
+
+
+def test_model_line_names_the_frozen_encoders_weights(results, tmp_path):
+    fake(results, "fm_tvn", "source_out", 0, 0, 0.6, 0.9, access="controls",
+         fit_report={"encoder_weights_sha256": "ab" * 32})
+    out = tmp_path / "LEADERBOARD.md"
+    build_leaderboard(results, out, figures=False)
+    assert "`fm_tvn`: encoder_sha256=abababababab…, image_size=32" in out.read_text()

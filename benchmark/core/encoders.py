@@ -9,6 +9,7 @@ image always gives the same embedding, so embeddings are memoised by image conte
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -25,6 +26,7 @@ class Encoder(Protocol):
 
     name: str  # the spec it was loaded from, recorded in run records
     dim: int   # embedding width
+    # Optional: ``weights_digest: str``, a hash of the frozen weights, recorded in run records when present.
 
     def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Embeddings ``(N, dim)`` float32 of uint8 images ``(N, C, H, W)``."""
@@ -108,6 +110,16 @@ class ModuleEncoder:
             p.requires_grad_(False)
         self._prepare = prepare
         self._memo: dict[bytes, np.ndarray] = {}
+
+    @functools.cached_property
+    def weights_digest(self) -> str:
+        """SHA-256 over the module's parameter and buffer names, shapes, dtypes and values."""
+        sha = hashlib.sha256()
+        for key, tensor in sorted(self.module.state_dict().items()):
+            value = tensor.detach().cpu().contiguous()
+            sha.update(f"{key}|{tuple(value.shape)}|{value.dtype}|".encode())
+            sha.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return sha.hexdigest()
 
     max_memo = 500_000
     """Embeddings kept in memory at most (the memo is cleared beyond that)."""
