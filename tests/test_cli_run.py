@@ -77,6 +77,8 @@ def test_nan_loss_stops_that_run_with_a_clear_message(base):
      "error: unknown hyper-parameter(s) lr for CentroidConfig; valid: temperature, epochs"),
     (["-m", "_test_centroid", "-s", "source_out", "--set", "epochs=many"],
      "error: hyper-parameter epochs='many' is not a valid int"),
+    (["-m", "erm", "-s", "source_out", "--set", "schedule=cosine"],
+     "error: unknown learning-rate schedule 'cosine'; choose one of constant, onecycle"),
     (["-m", "_test_centroid", "-s", "source_out", "--device", "tpu"],
      "error: unknown device 'tpu'. Valid devices: auto, cpu, cuda."),
 ])

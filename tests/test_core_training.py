@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.core.training import SELECTION_RULE, TrainSettings, train_model
+from benchmark.core.training import SELECTION_RULE, SizedEpoch, TrainSettings, train_model
 from benchmark.errors import MethodError
 
 
@@ -63,3 +63,42 @@ def test_context_images_with_target_minus_one_do_not_enter_the_loss():
     train_model(a, one(x, y), lambda m: 0.0, TrainSettings(max_epochs=1), seed=0)
     train_model(b, one(x[:4], y[:4]), lambda m: 0.0, TrainSettings(max_epochs=1), seed=0)
     torch.testing.assert_close(a.weight, b.weight)
+
+
+def _recorded_learning_rates(monkeypatch, settings, n_batches=5):
+    lrs = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    x, y = torch.randn(40, 3), torch.randint(0, 2, (40,))
+    batches = _batches(x, y, n_batches)
+    train_model(torch.nn.Linear(3, 2), lambda rng: SizedEpoch(batches(rng), n_batches), lambda m: 0.0,
+                settings, seed=0)
+    return np.array(lrs)
+
+
+def test_one_cycle_warms_up_to_the_learning_rate_then_anneals(monkeypatch):
+    lrs = _recorded_learning_rates(monkeypatch, TrainSettings(lr=0.01, max_epochs=4, patience=9, schedule="onecycle"))
+    assert len(lrs) == 20
+    peak = int(np.argmax(lrs))
+    assert lrs[peak] == pytest.approx(0.01) and peak == 4  # a quarter of the 20 steps warm up
+    assert np.all(np.diff(lrs[:peak + 1]) > 0) and np.all(np.diff(lrs[peak:]) < 0)
+    assert lrs[0] == pytest.approx(0.01 / 25) and lrs[-1] < 0.01 / 100
+
+
+def test_constant_schedule_keeps_the_learning_rate(monkeypatch):
+    lrs = _recorded_learning_rates(monkeypatch, TrainSettings(lr=0.003, max_epochs=2, patience=9))
+    assert len(lrs) == 10 and np.all(lrs == 0.003)
+
+
+def test_schedule_errors_are_clear():
+    with pytest.raises(MethodError, match="unknown learning-rate schedule 'cosine'; choose one of constant, onecycle"):
+        TrainSettings(schedule="cosine")
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    with pytest.raises(MethodError, match="the one-cycle schedule needs the number of steps per epoch"):
+        train_model(torch.nn.Linear(3, 2), _batches(x, y), lambda m: 0.0,
+                    TrainSettings(max_epochs=1, schedule="onecycle"), seed=0)

@@ -12,7 +12,7 @@ from benchmark.methods.adabn import AdaBN
 from benchmark.methods.ben import BEN, control_stats, reference_stats_bn
 from benchmark.methods.erm import ERM
 
-FAST = dict(threads=1, crop=0, max_epochs=4, patience=4, lr=3e-3)
+FAST = dict(threads=1, crop=0, max_epochs=4, patience=4, lr=3e-3, schedule="constant")
 GAIN, OFFSET = [0.8] * 5, [30, -20, 25, 10, -15]
 
 

@@ -9,7 +9,7 @@ import benchmark.methods.arm_bn as arm_bn_module
 from _method_data import shifted, split, view
 from benchmark.methods.arm_bn import ARMBN
 
-FAST = dict(threads=1, crop=0, max_epochs=4, patience=4, lr=3e-3, n_treated=24)
+FAST = dict(threads=1, crop=0, max_epochs=4, patience=4, lr=3e-3, schedule="constant", n_treated=24)
 
 
 @pytest.fixture(scope="module")

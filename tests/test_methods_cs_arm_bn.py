@@ -11,7 +11,8 @@ from benchmark.core.sampler import plate_batches
 from benchmark.errors import MethodError
 from benchmark.methods.cs_arm_bn import CSARMBN
 
-FAST = dict(threads=1, crop=0, max_epochs=2, patience=2, lr=3e-3, n_treated=24, n_controls=16)
+FAST = dict(threads=1, crop=0, max_epochs=2, patience=2, lr=3e-3, schedule="constant", n_treated=24,
+            n_controls=16)
 
 
 @pytest.fixture(scope="module")

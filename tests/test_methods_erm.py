@@ -9,7 +9,7 @@ from _method_data import split, view
 from benchmark.errors import MethodError
 from benchmark.methods.erm import ERM
 
-FAST = dict(threads=1, crop=0, max_epochs=3, patience=3, lr=3e-3)
+FAST = dict(threads=1, crop=0, max_epochs=3, patience=3, lr=3e-3, schedule="constant")
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from benchmark.records import load_records
 from benchmark.registry import available_methods, get_method
 
 runner = CliRunner()
-PAPER = {"backbone": "resnet50", "crop": 256, "lr": 1e-3, "max_epochs": 200, "patience": 20, "grad_accum": 8,
-         "n_treated": 64, "n_controls": 128}
+PAPER = {"backbone": "resnet50", "crop": 256, "lr": 1e-3, "schedule": "constant", "max_epochs": 200, "patience": 20,
+         "grad_accum": 8, "n_treated": 64, "n_controls": 128}
 
 
 def shown(*args):

@@ -1,4 +1,5 @@
-"""The one training loop: Adam, gradient accumulation, validation-based early stopping.
+"""The one training loop: Adam (constant or one-cycle learning rate), gradient accumulation,
+validation-based early stopping.
 
 A method plugs in (a) how an epoch's mini-batches are formed and (b) how the
 validation loss is computed. Targets of ``-1`` (DMSO context images) take part in
@@ -11,7 +12,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,39 @@ class TrainSettings:
     max_epochs: int = 10       # epoch budget
     patience: int = 3          # epochs without a better validation loss before stopping
     grad_accum: int = 1        # mini-batches per optimiser step
+    schedule: str = "constant"  # learning rate: "constant", or "onecycle" (warm-up to lr, then cosine to ~0)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise MethodError(f"unknown learning-rate schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+SCHEDULES = ("constant", "onecycle")
+WARMUP_FRACTION = 0.25
+"""Share of the one-cycle schedule's steps spent warming up."""
+
+
+class SizedEpoch:
+    """An epoch of steps whose number is known before it starts (the one-cycle schedule needs it)."""
+
+    def __init__(self, steps: Iterable[Step], n_steps: int):
+        self.steps, self.n_steps = steps, n_steps
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return self.n_steps
+
+
+def _one_cycle(optimiser: torch.optim.Optimizer, settings: TrainSettings, epoch: Iterable[Step]
+               ) -> torch.optim.lr_scheduler.OneCycleLR:
+    if not isinstance(epoch, Sized):
+        raise MethodError("the one-cycle schedule needs the number of steps per epoch: return a SizedEpoch "
+                          "from the epoch function")
+    total = settings.max_epochs * max(1, math.ceil(len(epoch) / settings.grad_accum))
+    return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=settings.lr, total_steps=total,
+                                               pct_start=WARMUP_FRACTION, anneal_strategy="cos")
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -53,6 +87,14 @@ def _check_finite(value: float, what: str, epoch: int, step: int | None, lr: flo
         where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
         raise MethodError(f"training diverged: {what} is {value} at {where}; lower the learning rate "
                           f"(lr={lr:g}) or check the input images for NaN/inf")
+
+
+def _optimiser_step(optimiser: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None
+                    ) -> None:
+    optimiser.step()
+    optimiser.zero_grad(set_to_none=True)
+    if scheduler is not None and scheduler.last_epoch + 1 < scheduler.total_steps:  # type: ignore[attr-defined]
+        scheduler.step()  # an epoch longer than the first keeps the final learning rate
 
 
 def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Generator], Iterable[Step]],
@@ -88,11 +130,15 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
     best_loss, best_epoch, best_state = math.inf, 0, None
     n_images, start, epoch = 0, time.perf_counter(), 0
     data_seconds = step_seconds = 0.0
+    scheduler = None
     for epoch in range(1, settings.max_epochs + 1):
         model.train()
         optimiser.zero_grad(set_to_none=True)
         pending, train_loss, n_steps = 0, 0.0, 0
-        batches = iter(epoch_batches(rng))
+        this_epoch = epoch_batches(rng)
+        if settings.schedule == "onecycle" and scheduler is None:
+            scheduler = _one_cycle(optimiser, settings, this_epoch)
+        batches = iter(this_epoch)
         step = 0
         while True:
             tick = time.perf_counter()
@@ -108,8 +154,7 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
             (loss / settings.grad_accum).backward()
             pending += 1
             if pending == settings.grad_accum:
-                optimiser.step()
-                optimiser.zero_grad(set_to_none=True)
+                _optimiser_step(optimiser, scheduler)
                 pending = 0
             train_loss += value
             n_steps += 1
@@ -119,7 +164,7 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
             if on_step is not None:
                 on_step(waited, took)
         if pending:
-            optimiser.step()
+            _optimiser_step(optimiser, scheduler)
         model.eval()
         with torch.no_grad():
             current = float(val_loss(model))
@@ -137,7 +182,7 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
         model.load_state_dict(best_state)
     model.eval()
     seconds = time.perf_counter() - start
-    return {"epochs_run": epoch, "best_epoch": best_epoch, "best_val_loss": best_loss,
+    return {"epochs_run": epoch, "best_epoch": best_epoch, "best_val_loss": best_loss, "schedule": settings.schedule,
             "selection": SELECTION_RULE, "train_seconds": round(seconds, 3),
             "images_per_second": round(n_images / seconds, 1) if seconds > 0 else None,
             "data_wait_fraction": round(data_seconds / step_seconds, 4) if step_seconds > 0 else None}

@@ -24,7 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..constants import DMSO_LABEL
 from ..core.bn import BNState, accumulate_bn_stats, bn_layers, bn_stats_applied
 from ..core.sampler import Batch
-from ..core.training import Step
+from ..core.training import SizedEpoch, Step
 from ..datasets.dataset import LabelledImages, PlateView
 from ..registry import register_method
 from ._convnet import ConvNetConfig, softmax
@@ -112,14 +112,18 @@ class BEN(CSARMBN):
         del self._reference
 
     def _steps(self, train: LabelledImages, make_batches: Callable[[np.random.Generator], list[Batch]]
-               ) -> Callable[[np.random.Generator], Iterator[Step]]:
+               ) -> Callable[[np.random.Generator], SizedEpoch]:
         steps = super()._steps(train, make_batches)
 
-        def epoch(rng: np.random.Generator) -> Iterator[Step]:
-            for inputs, targets in steps(rng):
+        def with_reference_rows(epoch: SizedEpoch) -> Iterator[Step]:
+            for inputs, targets in epoch:
                 self._reference.mask = targets == DMSO_LABEL  # set for the forward pass of this batch
                 yield inputs, targets
                 self._reference.mask = None
+
+        def epoch(rng: np.random.Generator) -> SizedEpoch:
+            inner = steps(rng)
+            return SizedEpoch(with_reference_rows(inner), len(inner))
         return epoch
 
     # -- validation and test: the plate's DMSO statistics, then evaluation mode ------------------
