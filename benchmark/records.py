@@ -83,8 +83,11 @@ def git_commit(folder: Path = PACKAGE_DIR) -> str:
 
 def git_tree_state(folder: Path = PACKAGE_DIR) -> str:
     """``"clean"`` when the tracked files under ``folder`` match the commit, ``"modified"`` when
-    they carry uncommitted changes (the commit alone does not reproduce the run), else ``"unknown"``."""
-    status = _git(["status", "--porcelain", "--untracked-files=no", "--", "."], folder)
+    they carry uncommitted changes (the commit alone does not reproduce the run), else ``"unknown"``.
+
+    Markdown files (data cards, docs) do not count: they change no result.
+    """
+    status = _git(["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)*.md"], folder)
     if status is None:
         return "unknown"
     return "modified" if status.strip() else "clean"

@@ -71,7 +71,11 @@ def test_git_tree_state_tells_a_modified_package_from_its_commit(tmp_path, monke
     assert git_tree_state(package) == "clean" and len(git_commit(package)) == 40
     (tmp_path / "notes.txt").write_text("changed outside the package\n")
     (package / "new_untracked.py").write_text("")
-    assert git_tree_state(package) == "clean"  # only tracked files of the package count
+    (package / "CARD.md").write_text("a data card\n")
+    subprocess.run([*git, "add", "pkg/CARD.md"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "card"], check=True)
+    (package / "CARD.md").write_text("the data card, edited\n")
+    assert git_tree_state(package) == "clean"  # only tracked files of the package count, and not its docs
     (package / "method.py").write_text("x = 2\n")
     assert git_tree_state(package) == "modified"
 
