@@ -142,18 +142,18 @@ def provenance(records: list[Record]) -> list[str]:
     Runs made from a checkout whose package source differed from its commit are counted:
     their commit alone does not reproduce them.
     """
-    by_method: dict[str, dict[tuple[str, str, str], list[Record]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
+    by_method: dict[str, dict[tuple[str, str, str], list[str]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:  # method -> (version, commit, torch) -> the runs' source states
         env = r.data.get("environment") or {}
         commit = str(env.get("git_commit", "unknown"))
         commit = commit[:12] if len(commit) == 40 else commit
         key = (str(env.get("platebench", "?")), commit, str(env.get("torch", "?")))
-        by_method[r.method][key].append(r)
+        by_method[r.method][key].append(str(env.get("git_tree", "unknown")))
     lines = []
     for method in method_order(records):
         parts = []
         for (version, commit, torch_version), runs in sorted(by_method[method].items()):
-            modified = sum(1 for r in runs if (r.data.get("environment") or {}).get("git_tree") == "modified")
+            modified = runs.count("modified")
             note = f"; {modified} from uncommitted source changes" if modified else ""
             parts.append(f"platebench {version} at commit `{commit}`, torch {torch_version} ({len(runs)} runs{note})")
         lines.append(f"- `{method}`: " + "; ".join(parts))

@@ -93,6 +93,11 @@ def git_tree_state(folder: Path = PACKAGE_DIR) -> str:
     return "modified" if status.strip() else "clean"
 
 
+def code_version() -> dict[str, str]:
+    """The git commit of this package and whether its source differs from it."""
+    return {"git_commit": git_commit(), "git_tree": git_tree_state()}
+
+
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)
@@ -104,8 +109,7 @@ def environment_info() -> dict[str, str]:
     """Package version, git commit (and whether the package source differs from it), Python and
     library versions, platform."""
     return {
-        "platebench": __version__, "git_commit": git_commit(), "git_tree": git_tree_state(),
-        "python": platform.python_version(),
+        "platebench": __version__, **code_version(), "python": platform.python_version(),
         **{lib: _version(lib) for lib in ("torch", "numpy", "timm", "polars", "scikit-learn")},
         "platform": platform.platform(),
     }

@@ -101,7 +101,7 @@ def pretrain_encoder(
     from ..datasets.synthetic import SIMULATOR_VERSION, pretraining_images
     from ..datasets.synthetic.pretrain import N_LABS, UNPERTURBED
     from ..errors import BenchError
-    from ..records import git_commit, git_tree_state
+    from ..records import code_version
 
     if out.suffix != ".safetensors":
         raise BenchError(f"--out {out} must end in .safetensors (the JSON config is written next to it)")
@@ -115,7 +115,7 @@ def pretrain_encoder(
         f"benchmark.datasets.synthetic.pretraining_images({n_images}, seed={seed}, image_size={image_size}) of "
         f"simulator {SIMULATOR_VERSION}: {N_LABS} labs drawn from a random stream no benchmark source uses, "
         f"random phenotype mixtures that are not the benchmark compounds, {UNPERTURBED:.0%} unperturbed")
-    config["code"] = {"git_commit": git_commit(), "git_tree": git_tree_state()}
+    config["code"] = code_version()
     weights, meta = save_encoder(out, backbone, config)
     typer.echo(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB) and {meta} "
                f"in {time.perf_counter() - start:.0f} s")

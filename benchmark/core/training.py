@@ -41,11 +41,16 @@ class TrainSettings:
     schedule: str = "constant"  # learning rate: "constant", or "onecycle" (warm-up to lr, then cosine to ~0)
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise MethodError(f"unknown learning-rate schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        check_schedule(self.schedule)
 
 
 SCHEDULES = ("constant", "onecycle")
+
+
+def check_schedule(name: str) -> None:
+    """Raise a MethodError naming the valid schedules unless ``name`` is one."""
+    if name not in SCHEDULES:
+        raise MethodError(f"unknown learning-rate schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
 WARMUP_FRACTION = 0.25
 """Share of the one-cycle schedule's steps spent warming up."""
 

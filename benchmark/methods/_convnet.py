@@ -23,8 +23,7 @@ from ..core.backbones import create_backbone, n_parameters
 from ..core.loader import training_steps
 from ..core.preprocess import Preprocessor, channel_stats, check_crop
 from ..core.sampler import Batch
-from ..core.training import SCHEDULES, SizedEpoch, TrainSettings, stderr_progress, train_model
-from ..errors import MethodError
+from ..core.training import SizedEpoch, TrainSettings, check_schedule, stderr_progress, train_model
 from .base import Method, MethodConfig
 
 
@@ -46,8 +45,7 @@ class ConvNetConfig(MethodConfig):
     threads: int = 1                # torch CPU threads (1: 2 threads are ~10x slower on a busy 2-core CPU); 0 = torch default
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:  # refuse before any run starts, not inside fit
-            raise MethodError(f"unknown learning-rate schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        check_schedule(self.schedule)  # refuse before any run starts, not inside fit
 
 
 class ConvNetMethod(Method):

@@ -91,8 +91,9 @@ class FMTVN(Method):
                 best = (loss, c, clf)
         self.best_val_loss_, self.c_, self.classifier_ = best
         seconds = time.perf_counter() - start
-        self.fit_report_ = {"encoder": self._encoder().name, "embedding_dim": self._encoder().dim,
-                            "encoder_weights_sha256": getattr(self._encoder(), "weights_digest", None),
+        encoder = self._encoder()
+        self.fit_report_ = {"encoder": encoder.name, "embedding_dim": encoder.dim,
+                            "encoder_weights_sha256": getattr(encoder, "weights_digest", None),
                             "tvn_components": int(self.tvn_.components.shape[0]), "C": self.c_,
                             "epochs_run": None, "best_epoch": None, "best_val_loss": float(self.best_val_loss_),
                             "selection": SELECTION_RULE + " over C in " + self.config.c_grid,
