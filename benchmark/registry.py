@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # imported lazily below: benchmark.methods imports this modul
 _METHODS: dict[str, type[Method]] = {}
 _ORIGINS: dict[str, str] = {}
 BUILTIN = "platebench"
-"""Origin of the methods shipped in ``benchmark/methods``."""
+"""Origin of the methods shipped in ``methods/``."""
 _loading_origin: list[str] = []  # the plugin distribution being loaded (set by benchmark.plugins)
 _plugins_loaded = False
 

@@ -86,7 +86,7 @@ def new(
 @handle_errors
 def pretrain_encoder(
     out: Annotated[Path, typer.Option(help="Where to write the weights (.safetensors; the JSON config goes "
-                                           "next to it). The shipped file is benchmark/methods/weights/"
+                                           "next to it). The shipped file is methods/weights/"
                                            "platebench_ssl.safetensors.")],
     n_images: Annotated[int, typer.Option(help="Pretraining images from the simulator's other labs and "
                                                "perturbations.")] = 4096,

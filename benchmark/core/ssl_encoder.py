@@ -16,14 +16,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .. import methods as _methods_package
 from ..errors import MethodError
 from .backbones import create_backbone
 from .encoders import ModuleEncoder, register_encoder_backend
 from .preprocess import ChannelStats, normalise
 
 NAME = "platebench-ssl"
-WEIGHTS = Path(__file__).resolve().parent.parent / "methods" / "weights" / "platebench_ssl.safetensors"
-"""Where the shipped weights live."""
+WEIGHTS = Path(_methods_package.__file__).resolve().parent / "weights" / "platebench_ssl.safetensors"
+"""Where the shipped weights live: ``methods/weights/`` in the repository, ``benchmark/methods/weights/`` installed."""
 
 
 def config_path(weights: Path) -> Path:
