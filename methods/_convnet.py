@@ -1,8 +1,10 @@
-"""What every ResNet-classifier method shares (a base class, not a method): its config fields, setup and the plumbing of fit.
+"""What every ResNet-classifier method shares (a base class, not a method): config fields, set-up, and
+running its :class:`~benchmark.core.recipe.Recipe`.
 
-A method subclasses :class:`ConvNetMethod` and adds only what makes it itself: how
-a training epoch's batches are formed, how the validation loss is computed, and
-how a target plate is predicted. The reference setting of the study (GPU) is
+A method subclasses :class:`ConvNetMethod` and declares its choices in :meth:`~ConvNetMethod.recipe`:
+which images form a training mini-batch, where BN statistics come from in training,
+validation and test, and (optionally) its training loss. ``fit``, ``adapt`` and ``predict``
+here only run that recipe with the core's mechanisms. The reference setting of the study (GPU) is
 ``backbone="resnet50", crop=256, lr=1e-3, schedule="constant", max_epochs=200, patience=20,
 grad_accum=8`` (``--preset paper``). The CPU default trains for 6 epochs with a one-cycle
 schedule peaking at 1e-2: on the simulator it matches 8 epochs at a constant 3e-3 in
@@ -12,18 +14,21 @@ accuracy for three quarters of the compute.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from abc import abstractmethod
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..datasets.dataset import LabelledImages
 from ..core.accel import accelerate, loader_workers, mixed_precision
 from ..core.backbones import create_backbone, n_parameters
-from ..core.loader import training_steps
+from ..core.loader import epochs
+from ..core.network import Network
 from ..core.preprocess import Preprocessor, channel_stats, check_crop
-from ..core.sampler import Batch
-from ..core.training import SizedEpoch, TrainSettings, check_schedule, stderr_progress, train_model
+from ..core.recipe import Recipe
+from ..core.training import TrainSettings, check_schedule, stderr_progress, train_model
+from ..core.validation import ValidationSet
+from ..datasets.dataset import LabelledImages, PlateView
 from .base import Method, MethodConfig
 
 
@@ -49,13 +54,57 @@ class ConvNetConfig(MethodConfig):
 
 
 class ConvNetMethod(Method):
-    """Base of methods that train a 5-channel ResNet classifier on image pixels."""
+    """Base of methods that train a 5-channel ResNet classifier on image pixels by a :class:`Recipe`."""
 
     Config = ConvNetConfig
     config: ConvNetConfig
     quick_overrides = {"max_epochs": 1, "patience": 1}  # --quick smoke profile and `bench methods check`
 
-    # -- set-up -----------------------------------------------------------------------------
+    @abstractmethod
+    def recipe(self) -> Recipe:
+        """The method's choices along the shared axes, built from its config."""
+
+    def build_model(self) -> torch.nn.Module:
+        """The freshly initialised network (default: the configured backbone)."""
+        return create_backbone(self.config.backbone)
+
+    # -- the method API ------------------------------------------------------------------------
+    def fit(self, train: LabelledImages, val: LabelledImages, seed: int) -> ConvNetMethod:
+        recipe = self.recipe()
+        self._setup(train, seed)
+        net = self.net
+        validation = ValidationSet.read(val, recipe.validation, net)
+        cfg = self.config
+        settings = TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
+                                 patience=cfg.patience, grad_accum=cfg.grad_accum, schedule=cfg.schedule)
+        progress = stderr_progress(f"{self.name} seed {seed}") if self.verbose else None
+        steps = epochs(train, recipe.batches, self.preprocess_, loader_workers(self.device))
+        with recipe.training_norm.applied(self.model_, recipe.loss) as loss:
+            report = train_model(self.model_, steps, lambda model: validation.loss(net), settings, seed, progress,
+                                 loss=loss)
+        self.fit_report_ = {**report, **self._report(train)}
+        return self
+
+    def adapt(self, plate: PlateView) -> ConvNetMethod:
+        self._check_fitted()
+        for attr in ("plate_", "plate_norm_"):
+            self.__dict__.pop(attr, None)  # forget the previous plate
+        self.plate_norm_ = self.recipe().test.adapt(self.net, plate)
+        self.plate_ = plate.plate
+        return self
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        self._check_adapted("plate_norm_")
+        net = self.net
+        return softmax(self.plate_norm_.logits(net, net.pixels(images)))
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def net(self) -> Network:
+        """The fitted network as the BN policies see it."""
+        return Network(self.model_, self.preprocess_, self.config.eval_batch_size, self.name)
+
     def _setup(self, train: LabelledImages, seed: int) -> None:
         cfg = self.config
         if cfg.threads > 0:
@@ -68,61 +117,15 @@ class ConvNetMethod(Method):
         self.preprocess_ = Preprocessor(self.stats_, check_crop(cfg.crop, images.shape[1:]),
                                         self.device, cfg.channels_last)
         torch.manual_seed(seed)
-        model = create_backbone(cfg.backbone).to(self.device)
+        model = self.build_model().to(self.device)
         model = model.to(memory_format=torch.channels_last) if cfg.channels_last else model
         self.model_ = accelerate(model, self.device)  # bf16 autocast on CUDA
 
-    def _steps(self, train: LabelledImages, make_batches: Callable[[np.random.Generator], list[Batch]]
-               ) -> Callable[[np.random.Generator], SizedEpoch]:
-        """Turn a batch sampler into an epoch of (inputs, targets); DMSO context gets target -1."""
-        def epoch(rng: np.random.Generator) -> SizedEpoch:
-            batches = make_batches(rng)
-            return SizedEpoch(training_steps(train, batches, self.preprocess_, rng, loader_workers(self.device)),
-                              len(batches))
-        return epoch
-
-    def _train(self, train: LabelledImages, make_batches: Callable[[np.random.Generator], list[Batch]],
-               val_loss: Callable[[torch.nn.Module], float], seed: int) -> None:
-        cfg = self.config
-        settings = TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
-                                 patience=cfg.patience, grad_accum=cfg.grad_accum, schedule=cfg.schedule)
-        progress = stderr_progress(f"{self.name} seed {seed}") if self.verbose else None
-        report = train_model(self.model_, self._steps(train, make_batches), val_loss, settings, seed, progress)
-        report.update(backbone=cfg.backbone, n_parameters=n_parameters(self.model_), crop=self.preprocess_.crop,
-                      n_train_plates=len(train.plates), n_train_treated=int(len(train.treated_ids())),
-                      channel_stats=self.stats_.to_dict(), mixed_precision=mixed_precision(self.device),
-                      loader_workers=loader_workers(self.device))
-        self.fit_report_ = report
-
-    # -- evaluation helpers -----------------------------------------------------------------
-    def _eval_tensor(self, images: np.ndarray) -> torch.Tensor:
-        """The network input for ``images``: centre-cropped and normalised."""
-        return self.preprocess_.eval(np.asarray(images))
-
-    def _eval_pixels(self, images: np.ndarray) -> torch.Tensor:
-        """Centre-cropped uint8 pixels on the device; :meth:`_inputs` turns a chunk into network input."""
-        return self.preprocess_.eval_pixels(np.asarray(images))
-
-    def _inputs(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Network input from centre-cropped uint8 pixels."""
-        return self.preprocess_.normalise(pixels)
-
-    def _logits_running_stats(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Logits in eval mode (BN running statistics) of centre-cropped uint8 pixels: each image on its own."""
-        self.model_.eval()
-        size = self.config.eval_batch_size
-        with torch.no_grad():
-            return torch.cat([self.model_(self._inputs(pixels[i:i + size])) for i in range(0, len(pixels), size)])
-
-    def _val_set(self, val: LabelledImages, plate: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Treated images of ``val`` (one plate or all) as centre-cropped uint8 pixels, and their labels.
-
-        Kept as uint8 and normalised chunk by chunk: as float32 the validation set of a
-        JUMP run at 256 px would take about 13 GB.
-        """
-        ids = val.treated_ids(plate)
-        return (self._eval_pixels(val.read(ids)),
-                torch.as_tensor(val.labels(ids), dtype=torch.long, device=self.device))
+    def _report(self, train: LabelledImages) -> dict[str, Any]:
+        return dict(backbone=self.config.backbone, n_parameters=n_parameters(self.model_), crop=self.preprocess_.crop,
+                    n_train_plates=len(train.plates), n_train_treated=int(len(train.treated_ids())),
+                    channel_stats=self.stats_.to_dict(), mixed_precision=mixed_precision(self.device),
+                    loader_workers=loader_workers(self.device))
 
 
 def softmax(logits: torch.Tensor) -> np.ndarray:

@@ -4,22 +4,27 @@ in Biomedical Imaging by In-Context Control Samples").
 Access: ``unlabeled``. As ARM-BN, but every training mini-batch is ``n_treated``
 labelled positive-control images plus ``n_controls`` DMSO images of the same plate;
 BN statistics are computed over the union and the loss uses only the treated images.
-At test time the same composition: the target plate's treated images together with
-its DMSO images form the BN context. Controls carry no biology that differs between
-plates, so they anchor the statistics to technical variation instead of the batch's
-class mix. Option ``full_domain_stats``: accumulate BN statistics over the whole plate.
+At test time (and in validation) the same composition: each chunk of the target plate's
+treated images together with ``n_controls`` of its DMSO images forms the BN context.
+Controls carry no biology that differs between plates, so they anchor the statistics to
+technical variation instead of the batch's class mix. Option ``full_domain_stats``:
+accumulate the test statistics over all contexts of the plate.
+
+The recipe is ARM-BN's with a larger context; the class composes the same shared parts
+rather than subclassing ARM-BN, so each file reads as its own paper's description.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-import torch
-
-from ..errors import MethodError
+from ..core.bn_policies import ChunkStats, PlateStats
+from ..core.recipe import Recipe
+from ..core.sampler import OnePlateBatches, PlateContext
 from ..registry import register_method
-from .arm_bn import ARMBN, ARMBNConfig
+from ._convnet import ConvNetMethod
+from .arm_bn import ARMBNConfig
+from .base import AccessLevel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,20 +35,18 @@ class CSARMBNConfig(ARMBNConfig):
 
 
 @register_method
-class CSARMBN(ARMBN):
-    """ARM-BN whose BN contexts also hold the plate's DMSO images (not in the loss)."""
+class CSARMBN(ConvNetMethod):
+    """One plate per mini-batch, its DMSO images in every BN context (not in the loss), in training and test."""
 
     name = "cs_arm_bn"
+    access = AccessLevel.UNLABELED
     description = "ARM-BN whose BN statistics also include the plate's DMSO controls (loss on treated only)"
     Config = CSARMBNConfig
     config: CSARMBNConfig
 
-    @property
-    def n_context(self) -> int:  # type: ignore[override]
-        return self.config.n_controls
-
-    def _context(self, controls: np.ndarray, plate: str) -> torch.Tensor:
-        if len(controls) == 0:
-            raise MethodError(f"plate {plate} has no DMSO images; {self.name} needs the plate's controls "
-                              "as BN context")
-        return self._eval_tensor(controls)
+    def recipe(self) -> Recipe:
+        cfg = self.config
+        context = PlateContext(cfg.n_treated, n_controls=cfg.n_controls)  # treated chunk ∪ DMSO of the same plate
+        return Recipe(batches=OnePlateBatches(context),
+                      validation=ChunkStats(context),
+                      test=PlateStats(context) if cfg.full_domain_stats else ChunkStats(context))

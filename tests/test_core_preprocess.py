@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmark.core.bn_policies import RunningStats
 from benchmark.core.preprocess import Preprocessor, center_crop, channel_stats, check_crop, random_crop_flip
+from benchmark.core.validation import ValidationSet
 from benchmark.errors import MethodError
 from benchmark.methods.erm import ERM
 
@@ -65,5 +67,6 @@ def test_convnet_validation_set_is_held_as_uint8(toy_dataset):
     train, val, _ = split(toy_dataset)
     method = ERM(ERM.Config(crop=12))
     method._setup(train, seed=0)
-    x, y = method._val_set(val)
+    group = ValidationSet.read(val, RunningStats(), method.net).plates[0]
+    x, y = group.pixels, group.labels
     assert x.dtype.is_floating_point is False and x.element_size() == 1 and len(x) == len(y) > 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.core.sampler import chunk_indices, mixed_batches, plate_batches
+from benchmark.core.sampler import (MixedBatches, OnePlateBatches, PlateContext, chunk_indices, mixed_batches,
+                                    plate_batches)
 from benchmark.errors import DataError
 
 
@@ -61,3 +62,23 @@ def test_plate_without_controls_is_a_clear_error(toy_dataset):
     rows = index.filter(~index["is_control"] | (index["plate"] != "src0_b0_p0"))
     with pytest.raises(DataError, match="plate src0_b0_p0 has no DMSO images"):
         plate_batches(toy_dataset.labelled(rows), 16, np.random.default_rng(0), n_controls=8)
+
+
+def test_compositions_draw_the_batches_of_their_sampler(train):
+    mixed = MixedBatches(24).batches(train, np.random.default_rng(2))
+    assert all(np.array_equal(a.image_ids, b.image_ids)
+               for a, b in zip(mixed, mixed_batches(train, 24, np.random.default_rng(2))))
+    one_plate = OnePlateBatches(PlateContext(16, n_controls=8)).batches(train, np.random.default_rng(2))
+    expected = plate_batches(train, 16, np.random.default_rng(2), n_controls=8)
+    assert len(one_plate) == len(expected)
+    assert all(np.array_equal(a.image_ids, b.image_ids) for a, b in zip(one_plate, expected))
+
+
+@pytest.mark.parametrize("context", [PlateContext(16), PlateContext(16, n_controls=8), PlateContext(40, n_controls=64)],
+                         ids=repr)
+def test_one_plate_batches_never_mix_plates(train, toy_dataset, context):
+    plate_of = toy_dataset.index["plate"].to_numpy()
+    for seed in range(3):
+        for b in OnePlateBatches(context).batches(train, np.random.default_rng(seed)):
+            assert set(plate_of[b.image_ids]) == {b.plate}
+            assert b.is_context.sum() == min(context.n_controls, len(train.control_ids(b.plate)))

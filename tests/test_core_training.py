@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.core.training import SELECTION_RULE, SizedEpoch, TrainSettings, train_model
+from benchmark.core.training import SELECTION_RULE, SizedEpoch, Step, TrainSettings, cross_entropy_loss, train_model
 from benchmark.errors import MethodError
 
 
@@ -102,3 +102,57 @@ def test_schedule_errors_are_clear():
     with pytest.raises(MethodError, match="the one-cycle schedule needs the number of steps per epoch"):
         train_model(torch.nn.Linear(3, 2), _batches(x, y), lambda m: 0.0,
                     TrainSettings(max_epochs=1, schedule="onecycle"), seed=0)
+
+
+def test_a_training_loss_gets_every_step_with_its_domains():
+    torch.manual_seed(0)
+    x, y, d = torch.randn(12, 3), torch.randint(0, 2, (12,)), torch.arange(12) % 3
+    seen = []
+
+    def loss(model, step):
+        seen.append(step)
+        return cross_entropy_loss(model, step) + 0.0 * step.domains.sum()
+
+    epoch = lambda rng: iter([Step(x[:6], y[:6], d[:6]), Step(x[6:], y[6:], d[6:])])  # noqa: E731
+    train_model(torch.nn.Linear(3, 2), epoch, lambda m: 0.0, TrainSettings(max_epochs=2, patience=5), seed=0,
+                loss=loss)
+    assert len(seen) == 4 and all(isinstance(s, Step) for s in seen)
+    assert torch.equal(torch.cat([s.domains for s in seen[:2]]), d)
+
+
+def test_plain_pairs_are_steps_without_domains():
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    seen = []
+    train_model(torch.nn.Linear(3, 2), lambda rng: iter([(x, y)]), lambda m: 0.0, TrainSettings(max_epochs=1), seed=0,
+                loss=lambda model, step: seen.append(step) or cross_entropy_loss(model, step))
+    assert seen[0].domains is None and torch.equal(seen[0].inputs, x)
+
+
+def test_extra_parameters_train_with_their_own_learning_rate(monkeypatch):
+    torch.manual_seed(0)
+    model, head = torch.nn.Linear(3, 2), torch.nn.Linear(2, 4)
+    frozen = head.weight.detach().clone()
+    x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+
+    def loss(m, step):
+        return cross_entropy_loss(m, step) + head(m(step.inputs)).pow(2).mean()
+
+    groups = [{"params": model.parameters()}, {"params": head.parameters(), "lr": 0.0}]
+    before = model.weight.detach().clone()
+    train_model(model, _batches(x, y), lambda m: 0.0, TrainSettings(max_epochs=2, patience=5), seed=0,
+                loss=loss, params=groups)
+    assert torch.equal(head.weight, frozen) and not torch.equal(model.weight, before)
+    lrs = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        lrs.append([g["lr"] for g in self.param_groups])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    groups = [{"params": model.parameters()}, {"params": head.parameters(), "lr": 1e-4}]
+    batches = _batches(x, y)
+    train_model(model, lambda rng: SizedEpoch(batches(rng), 4), lambda m: 0.0,
+                TrainSettings(lr=0.01, max_epochs=2, patience=5, schedule="onecycle"), seed=0, loss=loss, params=groups)
+    peaks = np.max(np.array(lrs), axis=0)
+    assert peaks[0] == pytest.approx(0.01) and peaks[1] == pytest.approx(1e-4)  # each group peaks at its own lr

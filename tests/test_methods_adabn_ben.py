@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from _method_data import shifted, split, view
-from benchmark.core.bn import bn_layers
+from benchmark.core.bn import bn_layers, reference_stats_bn
 from benchmark.methods.adabn import AdaBN
-from benchmark.methods.ben import BEN, control_stats, reference_stats_bn
+from benchmark.methods.ben import BEN
 from benchmark.methods.erm import ERM
 
 FAST = dict(threads=1, crop=0, max_epochs=4, patience=4, lr=3e-3, schedule="constant")
@@ -38,9 +38,18 @@ def test_adabn_statistics_are_those_of_the_plates_treated_images(adabn, toy_data
     method, target = adabn
     v, _ = view(toy_dataset, target, "src3_b0_p0")
     method.adapt(v)
-    h = first_bn_input(method, method._eval_tensor(v.treated))
-    np.testing.assert_allclose(method.plate_stats_["bn1.running_mean"], h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(method.plate_stats_["bn1.running_var"], h.var(dim=(0, 2, 3)), rtol=1e-3, atol=1e-5)
+    h = first_bn_input(method, method.net.tensor(v.treated))
+    stats = method.plate_norm_.stats
+    np.testing.assert_allclose(stats["bn1.running_mean"], h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats["bn1.running_var"], h.var(dim=(0, 2, 3)), rtol=1e-3, atol=1e-5)
+
+
+def test_adabn_trains_exactly_as_erm(adabn, toy_dataset):
+    method, _ = adabn
+    train, val, _ = split(toy_dataset)
+    erm = ERM(method.config).fit(train, val, seed=0)
+    assert erm.fit_report()["best_val_loss"] == method.fit_report()["best_val_loss"]
+    assert all(torch.equal(v, method.model_.state_dict()[k]) for k, v in erm.model_.state_dict().items())
 
 
 def test_adabn_undoes_a_per_channel_affine_shift_that_erm_does_not(adabn, toy_dataset):
@@ -49,7 +58,9 @@ def test_adabn_undoes_a_per_channel_affine_shift_that_erm_does_not(adabn, toy_da
     moved = type(v)(v.plate, shifted(v.treated, GAIN, OFFSET), shifted(v.controls, GAIN, OFFSET))
     base = method.adapt(v).predict(v.treated)
     after = method.adapt(moved).predict(moved.treated)
-    erm_after = ERM.predict(method, moved.treated)  # the same weights with training-time BN statistics
+    erm = ERM(method.config)
+    erm.__dict__.update({k: v for k, v in method.__dict__.items() if k.endswith("_")})  # the same weights ...
+    erm_after = erm.adapt(moved).predict(moved.treated)  # ... with ERM's test time: training-time BN statistics
     assert (base.argmax(1) == labels).mean() > 0.6
     assert (after.argmax(1) == base.argmax(1)).mean() >= 0.9 and np.abs(after - base).mean() < 0.05
     assert np.abs(erm_after - base).mean() > 2 * np.abs(after - base).mean()
@@ -59,24 +70,25 @@ def test_ben_statistics_are_those_of_the_plates_dmso_images(ben, toy_dataset):
     method, target = ben
     v, _ = view(toy_dataset, target, "src3_b0_p0")
     method.adapt(v)
-    h = first_bn_input(method, method._eval_tensor(v.controls))
-    np.testing.assert_allclose(method.plate_stats_["bn1.running_mean"], h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(method.plate_stats_["bn1.running_var"], h.var(dim=(0, 2, 3), unbiased=False),
-                               rtol=1e-3, atol=1e-5)
+    h = first_bn_input(method, method.net.tensor(v.controls))
+    stats = method.plate_norm_.stats
+    np.testing.assert_allclose(stats["bn1.running_mean"], h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats["bn1.running_var"], h.var(dim=(0, 2, 3), unbiased=False), rtol=1e-3, atol=1e-5)
 
 
 def test_ben_test_time_equals_its_training_time_normalisation(ben, toy_dataset):
     """In training every layer normalises with the batch's DMSO rows; at test with the plate's DMSO statistics."""
     method, target = ben
     v, _ = view(toy_dataset, target, "src3_b2_p1")
-    treated, controls = method._eval_tensor(v.treated[:8]), method._eval_tensor(v.controls)
+    treated, controls = method.net.tensor(v.treated[:8]), method.net.tensor(v.controls)
     model = method.model_
     with torch.no_grad(), reference_stats_bn(model) as rows:
         model.train()
         rows.mask = torch.arange(len(treated) + len(controls)) >= len(treated)
         training_logits = model(torch.cat([treated, controls]))[:len(treated)]
         model.eval()
-    test_logits = method._plate_logits(method._eval_pixels(v.treated[:8]), controls)
+    method.adapt(v)
+    test_logits = method.plate_norm_.logits(method.net, method.net.pixels(v.treated[:8]))
     np.testing.assert_allclose(test_logits.numpy(), training_logits.numpy(), rtol=1e-4, atol=1e-4)
 
 
@@ -137,6 +149,6 @@ def test_ben_training_normalises_with_the_samplers_dmso_rows(toy_dataset, monkey
                 return ctx.__exit__(*exc)
         return Wrap()
 
-    monkeypatch.setattr("benchmark.methods.ben.reference_stats_bn", spy)
+    monkeypatch.setattr("benchmark.core.bn_policies.reference_stats_bn", spy)
     method.fit(train, val, seed=0)
     assert masks and all(int(m.sum()) == 16 and not m[:int((~m).sum())].any() for m in masks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import benchmark.methods.arm_bn as arm_bn_module
+import benchmark.core.sampler as sampler_module
 from _method_data import shifted, split, view
 from benchmark.methods.arm_bn import ARMBN
 
@@ -17,18 +17,18 @@ def fitted(toy_dataset):
     train, val, target = split(toy_dataset)
     plate_of = toy_dataset.index["plate"].to_numpy()
     seen = []
-    original = arm_bn_module.plate_batches
+    original = sampler_module.plate_batches
 
     def spy(*args, **kwargs):
         batches = original(*args, **kwargs)
         seen.extend(set(plate_of[b.image_ids]) for b in batches)
         return batches
 
-    arm_bn_module.plate_batches = spy
+    sampler_module.plate_batches = spy
     try:
         method = ARMBN(ARMBN.Config(**FAST)).fit(train, val, seed=0)
     finally:
-        arm_bn_module.plate_batches = original
+        sampler_module.plate_batches = original
     return method, target, seen
 
 

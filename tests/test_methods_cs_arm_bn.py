@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from _method_data import split, view
-from benchmark.core.sampler import plate_batches
+from benchmark.core.loader import epochs
+from benchmark.core.sampler import OnePlateBatches, PlateContext
 from benchmark.errors import MethodError
 from benchmark.methods.cs_arm_bn import CSARMBN
 
@@ -31,7 +32,7 @@ def test_bn_context_holds_treated_chunk_plus_the_plates_dmso(fitted, toy_dataset
     finally:
         hook.remove()
     assert [len(x) for x in inputs] == [16 + 16] * 2
-    controls = method._eval_tensor(v.controls)
+    controls = method.net.tensor(v.controls)
     assert all(any(torch.equal(row, c) for c in controls) for x in inputs for row in x[16:])
     # different DMSO images change the statistics, hence the predictions
     other = type(v)(v.plate, v.treated, np.asarray(v.controls)[::-1].copy())
@@ -40,8 +41,9 @@ def test_bn_context_holds_treated_chunk_plus_the_plates_dmso(fitted, toy_dataset
 
 def test_training_targets_mark_dmso_as_context_outside_the_loss(fitted):
     method, train, _ = fitted
-    steps = method._steps(train, lambda rng: plate_batches(train, 24, rng, n_controls=16))
-    x, y = next(iter(steps(np.random.default_rng(0))))
+    steps = epochs(train, method.recipe().batches, method.preprocess_)
+    assert method.recipe().batches == OnePlateBatches(PlateContext(24, n_controls=16))
+    x, y, _ = next(iter(steps(np.random.default_rng(0))))
     assert len(x) == 16 + 16 and (y[16:] == -1).all() and (y[:16] >= 0).all()  # 32 treated per plate: chunks of 16
 
 

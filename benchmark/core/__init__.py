@@ -1,2 +1,8 @@
-"""Shared building blocks that methods compose: sampler, preprocessing, backbones, BN statistics,
-the training loop, TVN and encoder backends. Each module has one job."""
+"""Shared building blocks that methods compose. Each module has one job.
+
+The BN methods' axes: ``sampler`` (which images form a training mini-batch),
+``bn_policies`` (where BN statistics come from in training, validation and test),
+``tta`` (parameters that change on a target plate), ``training`` (the loop and its
+loss), tied together by ``recipe``; with ``loader``, ``validation``, ``network``,
+``features``, ``bn``, ``preprocess``, ``backbones``, ``accel``. Profile-level: ``tvn``,
+encoders and their backends."""

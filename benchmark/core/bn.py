@@ -1,15 +1,18 @@
-"""BatchNorm-statistics utilities: BN modes, plate-wise batch statistics, accumulated statistics.
+"""BatchNorm-statistics utilities: BN modes, batch statistics, accumulated and reference statistics.
 
-ARM-BN-style methods normalise each *context* (the images of one plate, in chunks)
-by its own statistics: :func:`batch_stats_context` puts only the BN layers in
-training mode and restores the model's running statistics afterwards, so a context
+The building blocks of :mod:`benchmark.core.bn_policies`. :func:`batch_stats_context`
+puts only the BN layers in training mode (each forward pass normalised by that batch's
+own statistics) and restores the model's running statistics afterwards, so a context
 never leaks into the next one. :func:`accumulate_bn_stats` averages statistics over
-many chunks (a whole plate) for evaluation-mode prediction.
+many chunks (a whole plate) for evaluation-mode prediction. :func:`reference_stats_bn`
+normalises every row of a batch with the statistics of some of its rows only (BEN's
+DMSO rows), and :func:`reference_stats` gives those statistics of a set of images as
+running statistics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -100,3 +103,61 @@ def bn_stats_applied(model: torch.nn.Module, state: BNState) -> Iterator[torch.n
             yield model
         finally:
             model.train(was_training)
+
+
+class ReferenceRows:
+    """Which rows of the current batch give the BN statistics (``None``: ordinary batch statistics)."""
+
+    mask: torch.Tensor | None = None
+
+
+@contextmanager
+def reference_stats_bn(model: torch.nn.Module) -> Iterator[ReferenceRows]:
+    """Inside: BN layers in training mode normalise every row with the statistics of the reference rows.
+
+    Set ``.mask`` of the yielded object (bool, one entry per row) before a forward pass.
+    The variance is the biased one, as BatchNorm uses in training.
+    """
+    rows = ReferenceRows()
+
+    def hook(layer: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+        if rows.mask is None or not layer.training:
+            return None
+        x = inputs[0]
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        ref = x[rows.mask]  # issue 11: the reference detaches these statistics (and computes them in float32)
+        mean, var = ref.mean(dim=dims), ref.var(dim=dims, unbiased=False)
+        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + layer.eps)
+        return y * layer.weight.view(shape) + layer.bias.view(shape) if layer.affine else y
+
+    handles = [layer.register_forward_hook(hook) for layer in bn_layers(model)]
+    try:
+        yield rows
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def reference_stats(model: torch.nn.Module, images: torch.Tensor) -> BNState:
+    """Every BN layer's mean and biased variance of ``images`` (one forward pass), as running statistics.
+
+    Applied with :func:`bn_stats_applied`, an image is normalised exactly as a batch row is
+    under :func:`reference_stats_bn` with ``images`` as the reference rows.
+    """
+    counts: dict[str, int] = {}
+
+    def counter(name: str) -> Callable[..., None]:
+        return lambda layer, inputs: counts.__setitem__(name, inputs[0].numel() // inputs[0].shape[1])
+
+    hooks = [layer.register_forward_pre_hook(counter(name)) for name, layer in model.named_modules()
+             if isinstance(layer, _BatchNorm)]
+    try:
+        state = accumulate_bn_stats(model, [images])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, n in counts.items():  # BN stores the unbiased variance over n values per channel
+        if n > 1:
+            state[f"{name}.running_var"] = state[f"{name}.running_var"] * (n - 1) / n
+    return state

@@ -1,4 +1,9 @@
-"""Turn an epoch's mini-batches (image ids) into model inputs: read, augment, normalise, move.
+"""Turn an epoch's mini-batches (image ids) into training steps: read, augment, normalise, move.
+
+:func:`epochs` is the epoch function :func:`benchmark.core.training.train_model` takes:
+each call draws the epoch's batches from a :class:`~benchmark.core.sampler.BatchComposition`
+and reads them. Every :class:`~benchmark.core.training.Step` carries the targets (``-1``
+for DMSO context) and the domain of every image: the index of its plate in ``train.plates``.
 
 With ``workers=0`` (the CPU default) batches are read and augmented in this process,
 in order, drawing augmentations from the epoch's generator. With ``workers > 0`` (the
@@ -11,7 +16,7 @@ pixels are normalised on the device.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,9 +27,8 @@ from ..constants import DMSO_LABEL
 from ..datasets.dataset import LabelledImages
 from .accel import is_cuda, to_device
 from .preprocess import Preprocessor, normalise, random_crop_flip
-from .sampler import Batch
-
-Step = tuple[torch.Tensor, torch.Tensor]
+from .sampler import Batch, BatchComposition
+from .training import SizedEpoch, Step
 
 
 def batch_targets(train: LabelledImages, batch: Batch) -> np.ndarray:
@@ -32,24 +36,42 @@ def batch_targets(train: LabelledImages, batch: Batch) -> np.ndarray:
     return np.where(batch.is_context, DMSO_LABEL, train.labels(batch.image_ids))
 
 
+class PlateCodes:
+    """The domain of every image of ``train``: the index of its plate in ``train.plates``."""
+
+    def __init__(self, train: LabelledImages):
+        ids = train.table["image_id"].to_numpy()
+        position = {plate: i for i, plate in enumerate(train.plates)}
+        codes = np.array([position[p] for p in train.table["plate"].to_list()], dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        self._ids, self._codes = ids[order], codes[order]
+
+    def __call__(self, image_ids: np.ndarray) -> np.ndarray:
+        """The plate index of every id (ids of ``train`` only)."""
+        return self._codes[np.searchsorted(self._ids, image_ids)]
+
+
 class _AugmentedBatches(TorchDataset):
     """Item ``i``: the uint8 random crops/flips of batch ``i`` and its targets (run in a worker)."""
 
-    def __init__(self, train: LabelledImages, batches: Sequence[Batch], crop: int, seeds: np.ndarray):
-        self.train, self.batches, self.crop, self.seeds = train, list(batches), crop, seeds
+    def __init__(self, train: LabelledImages, batches: Sequence[Batch], crop: int, seeds: np.ndarray,
+                 domains: PlateCodes):
+        self.train, self.batches, self.crop, self.seeds, self.domains = train, list(batches), crop, seeds, domains
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch = self.batches[i]
         pixels = random_crop_flip(self.train.read(batch.image_ids), self.crop, np.random.default_rng(self.seeds[i]))
-        return torch.from_numpy(pixels), torch.as_tensor(batch_targets(self.train, batch), dtype=torch.long)
+        return (torch.from_numpy(pixels), torch.as_tensor(batch_targets(self.train, batch), dtype=torch.long),
+                torch.as_tensor(self.domains(batch.image_ids), dtype=torch.long))
 
 
 def training_steps(train: LabelledImages, batches: Sequence[Batch], preprocess: Preprocessor,
-                   rng: np.random.Generator, workers: int = 0) -> Iterator[Step]:
-    """One epoch of ``(inputs, targets)`` on ``preprocess.device`` for the given ``batches``.
+                   rng: np.random.Generator, workers: int = 0, domains: PlateCodes | None = None
+                   ) -> Iterator[Step]:
+    """One epoch of :class:`Step` on ``preprocess.device`` for the given ``batches``.
 
     Parameters
     ----------
@@ -58,16 +80,38 @@ def training_steps(train: LabelledImages, batches: Sequence[Batch], preprocess: 
     preprocess : crop size, channel statistics, device and memory format.
     rng : the epoch's generator (augmentations with ``workers=0``; per-batch seeds otherwise).
     workers : loader worker processes; 0 reads in this process.
+    domains : the plate codes of ``train`` (built here when not given).
     """
     device = preprocess.device
+    domains = PlateCodes(train) if domains is None else domains
     if workers <= 0:
         for batch in batches:
             inputs = preprocess.train(train.read(batch.image_ids), rng)
-            yield inputs, torch.as_tensor(batch_targets(train, batch), dtype=torch.long, device=device)
+            yield Step(inputs, torch.as_tensor(batch_targets(train, batch), dtype=torch.long, device=device),
+                       torch.as_tensor(domains(batch.image_ids), dtype=torch.long, device=device))
         return
     seeds = rng.integers(0, 2**63 - 1, size=len(batches))
-    loader = DataLoader(_AugmentedBatches(train, batches, preprocess.crop, seeds), batch_size=None, shuffle=False,
-                        num_workers=workers, pin_memory=is_cuda(device), prefetch_factor=4)
-    for pixels, targets in loader:
-        yield (normalise(pixels, preprocess.stats, device, preprocess.channels_last),
-               to_device(targets, device))
+    loader = DataLoader(_AugmentedBatches(train, batches, preprocess.crop, seeds, domains), batch_size=None,
+                        shuffle=False, num_workers=workers, pin_memory=is_cuda(device), prefetch_factor=4)
+    for pixels, targets, plates in loader:
+        yield Step(normalise(pixels, preprocess.stats, device, preprocess.channels_last),
+                   to_device(targets, device), to_device(plates, device))
+
+
+def epochs(train: LabelledImages, composition: BatchComposition, preprocess: Preprocessor, workers: int = 0
+           ) -> Callable[[np.random.Generator], SizedEpoch]:
+    """The epoch function of ``train_model``: each call draws one epoch's batches and reads them.
+
+    Parameters
+    ----------
+    train : the labelled training images.
+    composition : which images form a mini-batch (mixed, one plate, one plate + its DMSO).
+    preprocess : crop size, channel statistics, device and memory format.
+    workers : loader worker processes; 0 reads in this process.
+    """
+    domains = PlateCodes(train)
+
+    def epoch(rng: np.random.Generator) -> SizedEpoch:
+        batches = composition.batches(train, rng)
+        return SizedEpoch(training_steps(train, batches, preprocess, rng, workers, domains), len(batches))
+    return epoch

@@ -1,4 +1,11 @@
-"""Mini-batch samplers: plate-grouped (one plate per batch, optional DMSO context) and mixed.
+"""Which images form a training mini-batch: the batch-composition axis of the BN methods.
+
+A method declares its composition as an object: :class:`MixedBatches` (treated images
+of all plates mixed: ERM, AdaBN) or :class:`OnePlateBatches` (one plate per batch, with
+a :class:`PlateContext` of ``n_treated`` treated images plus optionally ``n_controls``
+DMSO images of the same plate: ARM-BN, CS-ARM-BN, BEN). The same :class:`PlateContext`
+describes the BN contexts of a target plate at test time
+(:mod:`benchmark.core.bn_policies`), so training and test compose contexts alike.
 
 A batch lists image ids, treated first; ``is_context`` flags the DMSO images that
 only take part in the BN statistics (the loss ignores them). Every sampler is
@@ -8,6 +15,7 @@ deterministic given its ``numpy`` generator.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -62,3 +70,41 @@ def plate_batches(train: LabelledImages, n_treated: int, rng: np.random.Generato
             batches.append(Batch(ids, flags, plate))
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
+
+
+# ----------------------------------------------------------------------------- the composition axis
+
+@dataclass(frozen=True)
+class PlateContext:
+    """What one BN context of one plate holds: ``n_treated`` treated images and ``n_controls`` of its DMSO images."""
+
+    n_treated: int       # treated images per context (near-equal chunks of at most this many)
+    n_controls: int = 0  # DMSO images of the same plate added to every context (0: none)
+
+
+class BatchComposition(Protocol):
+    """Which images form the mini-batches of one training epoch."""
+
+    def batches(self, train: LabelledImages, rng: np.random.Generator) -> list[Batch]:
+        """One epoch of mini-batches, drawn with ``rng``."""
+        ...
+
+
+@dataclass(frozen=True)
+class MixedBatches:
+    """Treated images of all training plates, shuffled together into batches of ``batch_size``."""
+
+    batch_size: int
+
+    def batches(self, train: LabelledImages, rng: np.random.Generator) -> list[Batch]:
+        return mixed_batches(train, self.batch_size, rng)
+
+
+@dataclass(frozen=True)
+class OnePlateBatches:
+    """Every batch one plate's :class:`PlateContext`: a chunk of its treated images (+ its DMSO images)."""
+
+    context: PlateContext
+
+    def batches(self, train: LabelledImages, rng: np.random.Generator) -> list[Batch]:
+        return plate_batches(train, self.context.n_treated, rng, n_controls=self.context.n_controls)

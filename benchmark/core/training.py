@@ -1,9 +1,14 @@
 """The one training loop: Adam (constant or one-cycle learning rate), gradient accumulation,
 validation-based early stopping.
 
-A method plugs in (a) how an epoch's mini-batches are formed and (b) how the
-validation loss is computed. Targets of ``-1`` (DMSO context images) take part in
-the forward pass — and so in BN batch statistics — but not in the loss.
+A method plugs in (a) how an epoch's mini-batches are formed (:func:`benchmark.core.loader.epochs`
+turns a batch composition into the epoch function), (b) how the validation loss is
+computed (:class:`benchmark.core.validation.ValidationSet`) and, optionally, (c) the
+training loss of a step: :func:`cross_entropy_loss` by default; a loss with extra terms
+on features or domains (Deep CORAL, DANN) is any ``(model, step) -> loss`` callable,
+and parameters of its own (a domain head with its own learning rate) join the optimiser
+through ``params``. Targets of ``-1`` (DMSO context images) take part in the forward
+pass — and so in BN batch statistics — but not in the class loss.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -25,8 +30,22 @@ from ..errors import MethodError
 
 SELECTION_RULE = "min val loss (training-domain val batches)"
 
-Step = tuple[torch.Tensor, torch.Tensor]
-"""A mini-batch: inputs ``(N, C, h, w)`` and targets ``(N,)`` (``-1`` = context, not in the loss)."""
+
+class Step(NamedTuple):
+    """One mini-batch. An epoch may also yield plain ``(inputs, targets)`` pairs."""
+
+    inputs: torch.Tensor                 # (N, C, h, w) network input
+    targets: torch.Tensor                # (N,) class index; -1 = DMSO context, not in the class loss
+    domains: torch.Tensor | None = None  # (N,) domain (training plate) index of every row, or None
+
+
+TrainingLoss = Callable[[torch.nn.Module, Step], torch.Tensor]
+"""``(model, step) -> scalar loss``: runs the forward pass of one step and scores it."""
+
+
+def cross_entropy_loss(model: torch.nn.Module, step: Step) -> torch.Tensor:
+    """Cross-entropy of the labelled rows; DMSO context rows (target -1) only take part in the forward pass."""
+    return F.cross_entropy(model(step.inputs), step.targets, ignore_index=DMSO_LABEL)
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,8 @@ def check_schedule(name: str) -> None:
     """Raise a MethodError naming the valid schedules unless ``name`` is one."""
     if name not in SCHEDULES:
         raise MethodError(f"unknown learning-rate schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+
+
 WARMUP_FRACTION = 0.25
 """Share of the one-cycle schedule's steps spent warming up."""
 
@@ -74,7 +95,8 @@ def _one_cycle(optimiser: torch.optim.Optimizer, settings: TrainSettings, epoch:
         raise MethodError("the one-cycle schedule needs the number of steps per epoch: return a SizedEpoch "
                           "from the epoch function")
     total = settings.max_epochs * max(1, math.ceil(len(epoch) / settings.grad_accum))
-    return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=settings.lr, total_steps=total,
+    peaks = [group["lr"] for group in optimiser.param_groups]  # settings.lr unless a group sets its own
+    return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=peaks, total_steps=total,
                                                pct_start=WARMUP_FRACTION, anneal_strategy="cos")
 
 
@@ -105,13 +127,15 @@ def _optimiser_step(optimiser: torch.optim.Optimizer, scheduler: torch.optim.lr_
 def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Generator], Iterable[Step]],
                 val_loss: Callable[[torch.nn.Module], float], settings: TrainSettings, seed: int,
                 progress: Callable[[str], None] | None = None,
-                on_step: Callable[[float, float], None] | None = None) -> dict[str, Any]:
+                on_step: Callable[[float, float], None] | None = None,
+                loss: TrainingLoss = cross_entropy_loss,
+                params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train ``model`` with Adam and early stopping on ``val_loss``; restore the best weights.
 
     Parameters
     ----------
     model : the network (on its device); trained in place.
-    epoch_batches : ``rng -> iterable of (inputs, targets)``, one epoch of mini-batches.
+    epoch_batches : ``rng -> iterable of Step`` (or ``(inputs, targets)`` pairs), one epoch of mini-batches.
     val_loss : ``model -> float``, called under ``torch.no_grad()`` after every epoch;
         the method decides the BN mode (running statistics, or plate-wise contexts).
     settings : optimisation settings.
@@ -119,6 +143,10 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
     progress : called with one line per epoch (e.g. ``print``), or None.
     on_step : timing hook, called after every mini-batch with ``(data_seconds, step_seconds)``:
         the wait for the batch (reading, augmenting, copying) and the whole step including that wait.
+    loss : the training loss of one step (default: cross-entropy of the labelled rows).
+    params : what Adam updates (default: ``model.parameters()``); param groups may set their
+        own ``lr``, which is also their peak under the one-cycle schedule. Only ``model``'s
+        weights are restored to the best epoch.
 
     Returns
     -------
@@ -131,7 +159,8 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
         If a training or validation loss is NaN or infinite (says at which epoch and step).
     """
     rng = seed_everything(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimiser = torch.optim.Adam(model.parameters() if params is None else params, lr=settings.lr,
+                                 weight_decay=settings.weight_decay)
     best_loss, best_epoch, best_state = math.inf, 0, None
     n_images, start, epoch = 0, time.perf_counter(), 0
     data_seconds = step_seconds = 0.0
@@ -148,22 +177,22 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
         while True:
             tick = time.perf_counter()
             try:
-                inputs, targets = next(batches)
+                batch = Step(*next(batches))
             except StopIteration:
                 break
             step += 1
             waited = time.perf_counter() - tick
-            loss = F.cross_entropy(model(inputs), targets, ignore_index=DMSO_LABEL)
-            value = loss.item()
+            step_loss = loss(model, batch)
+            value = step_loss.item()
             _check_finite(value, "the training loss", epoch, step, settings.lr)
-            (loss / settings.grad_accum).backward()
+            (step_loss / settings.grad_accum).backward()
             pending += 1
             if pending == settings.grad_accum:
                 _optimiser_step(optimiser, scheduler)
                 pending = 0
             train_loss += value
             n_steps += 1
-            n_images += len(inputs)
+            n_images += len(batch.inputs)
             took = time.perf_counter() - tick
             data_seconds, step_seconds = data_seconds + waited, step_seconds + took
             if on_step is not None:

@@ -50,7 +50,7 @@ def _packed_uint8_epoch(train, preprocess, batches, rng):
 
 def _consume(steps) -> int:
     n = 0
-    for inputs, _ in steps:
+    for inputs, *_ in steps:
         n += len(inputs)
     return n
 
