@@ -160,6 +160,37 @@ def provenance(records: list[Record]) -> list[str]:
     return lines
 
 
+REPRODUCIBILITY = (
+    "Reruns are exact on the same hardware and thread settings: the commands below reproduce every record "
+    "bit for bit on a machine with the same CPU model, instruction sets, torch build and thread counts. On "
+    "other hardware torch picks other kernels (AVX2, AVX-512, AMX, another BLAS) and single runs differ, so "
+    "reruns there are statistical: the means agree within their 95% CIs. Each record names its CPU, "
+    "instruction-set flags, torch threads and BLAS / oneDNN build (`environment` in its JSON).")
+"""What the leaderboard says about reproducing its numbers (also in README.md)."""
+
+
+def _cpu_of(record: Record) -> str:
+    """``model (torch kernels CAPABILITY)`` of a record, or ``CPU not recorded`` for records older than the field."""
+    env = record.data.get("environment") or {}
+    cpu = env.get("cpu") or {}
+    if not cpu.get("model"):
+        return "CPU not recorded"
+    capability = (env.get("torch_build") or {}).get("cpu_capability")
+    return f"{cpu['model']}" + (f" (torch kernels {capability})" if capability else "")
+
+
+def hardware(records: list[Record]) -> list[str]:
+    """The reproducibility statement, then one line per method: the CPU models its records ran on."""
+    by_method: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in records:
+        by_method[r.method][_cpu_of(r)] += 1
+    lines = [REPRODUCIBILITY, ""]
+    for method in method_order(records):
+        cpus = by_method[method]
+        lines.append(f"- `{method}`: " + "; ".join(f"{cpu} ({n} runs)" for cpu, n in sorted(cpus.items())))
+    return lines
+
+
 def commands(records: list[Record], results_dir: str, out_md: str, baseline: str) -> list[str]:
     """The ``bench run`` commands (one per method, split and settings) and the ``bench leaderboard`` command."""
     runs: dict[tuple, set[tuple[int, int]]] = defaultdict(set)

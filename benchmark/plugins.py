@@ -1,4 +1,4 @@
-"""Methods from other installed packages: the entry-point group ``platebench.methods``.
+"""Entry-point plugins: methods and datasets from other installed packages.
 
 A package declares, in its ``pyproject.toml``::
 
@@ -6,27 +6,33 @@ A package declares, in its ``pyproject.toml``::
     my_method = "my_package.my_method"          # a module whose import registers methods
     # or: my_method = "my_package.my_method:MyMethod"   (a Method subclass)
 
-Every entry point is loaded once, after the built-in methods, through the same
-:func:`benchmark.registry.register_method` path. A broken plugin (import error,
-duplicate name, wrong signature, an object that is not a method) is recorded as a
-:class:`PluginProblem` naming its package and skipped; it never breaks ``bench``
-for the other methods.
+    [project.entry-points."platebench.datasets"]
+    my_screen = "my_package.my_screen"          # a module whose import registers datasets
+    # or: my_screen = "my_package.my_screen:load_my_screen"   (a loader function)
+
+This module only finds and loads entry points; it knows nothing of methods or datasets.
+Each registry (:mod:`benchmark.registry`, :mod:`benchmark.datasets.registry`) passes
+the function that registers what one entry point names. A broken plugin (import
+error, duplicate name, wrong signature, an object that is not a method or a loader)
+is recorded as a :class:`PluginProblem` naming its package and skipped; it never
+breaks ``bench`` for the others.
 """
 
 from __future__ import annotations
 
-import inspect
-import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 
-from . import registry
-
-GROUP = "platebench.methods"
+METHODS_GROUP = "platebench.methods"
 """The entry-point group a plugin package declares its methods in."""
+DATASETS_GROUP = "platebench.datasets"
+"""The entry-point group a plugin package declares its datasets in."""
+GROUP = METHODS_GROUP
+"""The method group (the name older code and plugins' tests use)."""
 
 _problems: list[PluginProblem] = []
+_loading: list[str] = []  # the distribution whose entry point is being loaded (innermost last)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class PluginProblem:
     package: str
     entry_point: str
     reason: str
+    group: str = METHODS_GROUP
 
     def __str__(self) -> str:
         return f"plugin package '{self.package}' (entry point {self.entry_point}): {self.reason}; skipped"
@@ -49,69 +56,46 @@ def package_of(entry_point: metadata.EntryPoint) -> str:
     return entry_point.value.split(":", 1)[0].split(".", 1)[0]
 
 
-def entry_points(group: str = GROUP) -> list[metadata.EntryPoint]:
+def entry_points(group: str = METHODS_GROUP) -> list[metadata.EntryPoint]:
     """The installed entry points of ``group``, sorted by package and name (a stable load order)."""
     return sorted(metadata.entry_points(group=group), key=lambda ep: (package_of(ep), ep.name))
 
 
-def _one_line(exc: BaseException) -> str:
+def loading_origin() -> str | None:
+    """The distribution whose entry point is being loaded right now, or None outside plugin loading.
+
+    Registries use it as the origin of what registers meanwhile.
+    """
+    return _loading[-1] if _loading else None
+
+
+def one_line(exc: BaseException) -> str:
+    """``"TypeName: first line of the message"``."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def load_entry_point(entry_point: metadata.EntryPoint) -> list[str]:
-    """Load one entry point and register what it names; return the method names it added.
+def load_entry_points(group: str, load_one: Callable[[metadata.EntryPoint], object],
+                      found: Iterable[metadata.EntryPoint] | None = None) -> list[PluginProblem]:
+    """Call ``load_one`` on every entry point of ``group`` (``found``: those installed); return the problems.
 
-    Raises
-    ------
-    Exception
-        Whatever the import or the registration raised; names it had registered are removed.
-    """
-    package = package_of(entry_point)
-    before = set(registry._METHODS)
-    registry._loading_origin.append(package)
-    try:
-        obj = entry_point.load()
-        from .methods.base import Method
-
-        if inspect.isclass(obj) and issubclass(obj, Method):
-            registry.register_method(obj)
-        elif not isinstance(obj, types.ModuleType):
-            raise TypeError(f"it names {type(obj).__name__} {obj!r}, not a module or a Method subclass")
-        added = sorted(set(registry._METHODS) - before)
-        if not added:  # imported earlier (e.g. by a test): its methods are registered already
-            module = obj.__name__ if isinstance(obj, types.ModuleType) else obj.__module__
-            added = sorted(n for n, c in registry._METHODS.items()
-                           if c.__module__ == module and (c is obj or isinstance(obj, types.ModuleType)))
-            for name in added:
-                registry._ORIGINS[name] = package
-        if not added:
-            raise TypeError("it registers no method (decorate the class with @register_method, or point "
-                            "the entry point at the class: 'module:Class')")
-        return added
-    except BaseException:
-        for name in set(registry._METHODS) - before:
-            registry.unregister_method(name)
-        raise
-    finally:
-        registry._loading_origin.pop()
-
-
-def load_plugins(found: Iterable[metadata.EntryPoint] | None = None) -> list[PluginProblem]:
-    """Load every plugin entry point (``found``: those installed); return the problems of this call.
-
-    Problems are also kept for :func:`plugin_problems` (``bench methods list`` prints them).
+    While ``load_one`` runs, :func:`loading_origin` names the entry point's distribution.
+    An exception from ``load_one`` becomes a :class:`PluginProblem` (also kept for
+    :func:`plugin_problems`); the next entry point is loaded regardless.
     """
     problems = []
-    for ep in entry_points() if found is None else found:
+    for ep in entry_points(group) if found is None else found:
+        _loading.append(package_of(ep))
         try:
-            load_entry_point(ep)
+            load_one(ep)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must never break bench
-            problems.append(PluginProblem(package_of(ep), f"'{ep.name} = {ep.value}'", _one_line(exc)))
+            problems.append(PluginProblem(package_of(ep), f"'{ep.name} = {ep.value}'", one_line(exc), group))
+        finally:
+            _loading.pop()
     _problems.extend(problems)
     return problems
 
 
-def plugin_problems() -> list[PluginProblem]:
-    """The plugins that failed to load in this process."""
-    return list(_problems)
+def plugin_problems(group: str | None = METHODS_GROUP) -> list[PluginProblem]:
+    """The plugins of ``group`` (every group with None) that failed to load in this process."""
+    return [p for p in _problems if group is None or p.group == group]

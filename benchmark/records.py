@@ -32,6 +32,7 @@ import polars as pl
 
 from . import __version__
 from .errors import DataError
+from .hardware import hardware_info
 
 DEFAULT_RESULTS = Path("leaderboard") / "results"
 """Where ``bench run`` writes records and ``bench leaderboard`` reads them by default."""
@@ -105,13 +106,14 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def environment_info() -> dict[str, str]:
+def environment_info() -> dict[str, Any]:
     """Package version, git commit (and whether the package source differs from it), Python and
-    library versions, platform."""
+    library versions, platform; then the hardware (:func:`benchmark.hardware.hardware_info`): CPU
+    model and kernel-relevant instruction sets, torch's thread settings and BLAS / oneDNN build."""
     return {
         "platebench": __version__, **code_version(), "python": platform.python_version(),
         **{lib: _version(lib) for lib in ("torch", "numpy", "timm", "polars", "scikit-learn")},
-        "platform": platform.platform(),
+        "platform": platform.platform(), **hardware_info(),
     }
 
 

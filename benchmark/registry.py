@@ -1,24 +1,32 @@
 """Method registry: ``@register_method`` on a class registers it under its ``name``.
 
-Entry-point plugins (group ``platebench.methods``) go through the same path. A
+The registry owns the table of methods and the lookups. Built-in methods are the
+public modules of ``benchmark.methods`` (imported on the first lookup, each
+registers itself); entry-point plugins (group ``platebench.methods``) are found by
+:mod:`benchmark.plugins` and go through the same :func:`register_method`. A
 duplicate name is an error that names both places.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
+import types
+from collections.abc import Iterable
+from importlib import metadata
 from typing import TYPE_CHECKING
 
+from . import plugins
 from .errors import BenchError, UnknownNameError
 
-if TYPE_CHECKING:  # imported lazily below: benchmark.methods imports this module to register
+if TYPE_CHECKING:  # imported where used, so importing the registry loads neither numpy nor polars
     from .methods.base import Method
 
 _METHODS: dict[str, type[Method]] = {}
 _ORIGINS: dict[str, str] = {}
 BUILTIN = "platebench"
 """Origin of the methods shipped in ``methods/``."""
-_loading_origin: list[str] = []  # the plugin distribution being loaded (set by benchmark.plugins)
 _plugins_loaded = False
 
 # (method, positional parameters after self) of the adapter API; extra parameters need defaults
@@ -58,8 +66,9 @@ def _has_signature(func: object) -> bool:
 
 def _origin_of(cls: type) -> str:
     """``platebench`` for built-ins, the plugin's distribution while loading one, else the top-level module."""
-    if _loading_origin:
-        return _loading_origin[-1]
+    loading = plugins.loading_origin()
+    if loading is not None:
+        return loading
     top = cls.__module__.split(".", 1)[0]
     return BUILTIN if top == "benchmark" else top
 
@@ -102,14 +111,54 @@ def unregister_method(name: str) -> None:
 
 def _load_builtins() -> None:
     """Import every public module of ``benchmark.methods``; each registers its method."""
-    import importlib
-    import pkgutil
-
     from . import methods
 
     for info in pkgutil.iter_modules(methods.__path__):
         if not info.name.startswith("_") and info.name != "base":
             importlib.import_module(f"{methods.__name__}.{info.name}")
+
+
+def _load_entry_point(entry_point: metadata.EntryPoint) -> list[str]:
+    """Load one ``platebench.methods`` entry point and register what it names; return the names it added.
+
+    Raises
+    ------
+    Exception
+        Whatever the import or the registration raised; names it had registered are removed.
+    """
+    from .methods.base import Method
+
+    before = set(_METHODS)
+    try:
+        obj = entry_point.load()
+        if inspect.isclass(obj) and issubclass(obj, Method):
+            register_method(obj)
+        elif not isinstance(obj, types.ModuleType):
+            raise TypeError(f"it names {type(obj).__name__} {obj!r}, not a module or a Method subclass")
+        added = sorted(set(_METHODS) - before)
+        if not added:  # imported earlier (e.g. by a test): its methods are registered already
+            module = obj.__name__ if isinstance(obj, types.ModuleType) else obj.__module__
+            added = sorted(n for n, c in _METHODS.items()
+                           if c.__module__ == module and (c is obj or isinstance(obj, types.ModuleType)))
+            for name in added:
+                _ORIGINS[name] = plugins.package_of(entry_point)
+        if not added:
+            raise TypeError("it registers no method (decorate the class with @register_method, or point "
+                            "the entry point at the class: 'module:Class')")
+        return added
+    except BaseException:
+        for name in set(_METHODS) - before:
+            unregister_method(name)
+        raise
+
+
+def load_plugins(found: Iterable[metadata.EntryPoint] | None = None) -> list[plugins.PluginProblem]:
+    """Load every ``platebench.methods`` entry point (``found``: those installed); return this call's problems.
+
+    Problems are also kept for :func:`benchmark.plugins.plugin_problems` (``bench methods list``
+    prints them).
+    """
+    return plugins.load_entry_points(plugins.METHODS_GROUP, _load_entry_point, found)
 
 
 def _load_all() -> None:
@@ -118,8 +167,6 @@ def _load_all() -> None:
     _load_builtins()
     if not _plugins_loaded:
         _plugins_loaded = True
-        from .plugins import load_plugins
-
         load_plugins()
 
 
@@ -127,10 +174,8 @@ def get_method(name: str) -> type[Method]:
     """The method class registered as ``name``; unknown names list the valid ones."""
     _load_all()
     if name not in _METHODS:
-        from .plugins import plugin_problems
-
         error = UnknownNameError("method", name, _METHODS)
-        broken = plugin_problems()
+        broken = plugins.plugin_problems(plugins.METHODS_GROUP)
         if broken:
             error.args = (f"{error.args[0]} ({len(broken)} plugin(s) failed to load and were skipped: "
                           f"{'; '.join(str(p) for p in broken)})",)

@@ -1,37 +1,43 @@
-"""Dataset adapters: the ``synthetic`` simulator (embedded default) and ``jump`` (JUMP-CP, prepared).
+"""Datasets: the ``synthetic`` simulator (embedded default), ``jump`` (JUMP-CP, prepared) and plugins.
 
-``load_dataset(name, **options)`` opens a dataset by name; unknown names list the valid ones.
+``load_dataset(name, **options)`` opens a dataset by name (or a prepared folder by path);
+unknown names list the valid ones. Datasets of other installed packages register through
+the entry-point group ``platebench.datasets`` (:mod:`benchmark.datasets.registry`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import plugins
 from ..errors import UnknownNameError
+from . import registry
 from .dataset import Dataset, LabelledImages, PlateView, open_dataset
+from .registry import DatasetEntry, register_dataset
 
-_LOADERS: dict[str, Callable[..., Dataset]] = {}
-
-
-def register_dataset(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
-    """Decorator: register a loader ``f(**options) -> Dataset`` under ``name``."""
-
-    def deco(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
-        _LOADERS[name] = loader
-        return loader
-
-    return deco
+_plugins_loaded = False
 
 
-def _load_builtins() -> None:
+def _load_all() -> None:
+    """The built-in datasets, then (once per process) the entry-point plugins."""
+    global _plugins_loaded
     from . import jump, synthetic  # noqa: F401  (importing registers the loaders)
+
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        registry.load_plugins()
+
+
+def available_datasets() -> dict[str, DatasetEntry]:
+    """Every registered dataset by name (built-ins and entry-point plugins)."""
+    _load_all()
+    return registry.registered_datasets()
 
 
 def dataset_names() -> list[str]:
-    _load_builtins()
-    return sorted(_LOADERS)
+    """Names of the registered datasets."""
+    return list(available_datasets())
 
 
 def load_dataset(name: str, **options: Any) -> Dataset:
@@ -39,13 +45,18 @@ def load_dataset(name: str, **options: Any) -> Dataset:
 
     ``name`` may also be a path to a prepared dataset folder.
     """
-    _load_builtins()
-    if name in _LOADERS:
-        return _LOADERS[name](**options)
+    datasets = available_datasets()
+    if name in datasets:
+        return datasets[name].loader(**options)
     if Path(name).is_dir():
         return open_dataset(Path(name))
-    raise UnknownNameError("dataset", name, _LOADERS)
+    error = UnknownNameError("dataset", name, datasets)
+    broken = plugins.plugin_problems(plugins.DATASETS_GROUP)
+    if broken:
+        error.args = (f"{error.args[0]} ({len(broken)} dataset plugin(s) failed to load and were skipped: "
+                      f"{'; '.join(str(p) for p in broken)})",)
+    raise error
 
 
-__all__ = ["Dataset", "LabelledImages", "PlateView", "load_dataset", "dataset_names",
-           "open_dataset", "register_dataset"]
+__all__ = ["Dataset", "DatasetEntry", "LabelledImages", "PlateView", "available_datasets", "dataset_names",
+           "load_dataset", "open_dataset", "register_dataset"]

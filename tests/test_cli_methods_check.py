@@ -120,3 +120,19 @@ def test_new_refuses_bad_names_and_existing_files(tmp_path):
     assert runner.invoke(app, ["methods", "new", "dup", "--dir", str(tmp_path)]).exit_code == 0
     result = runner.invoke(app, ["methods", "new", "dup", "--dir", str(tmp_path)])
     assert result.exit_code == 1 and "dup.py" in result.output and "already exist" in result.output
+
+
+def test_new_into_the_built_in_methods_folder_puts_the_test_into_tests(tmp_path, monkeypatch):
+    from benchmark.cli import methods as cli_methods
+
+    methods_dir = tmp_path / "checkout" / "methods"
+    methods_dir.mkdir(parents=True)
+    monkeypatch.setattr(cli_methods, "_builtin_methods_dir", lambda: methods_dir.resolve())
+    result = runner.invoke(app, ["methods", "new", "my_builtin", "--dir", str(methods_dir)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in methods_dir.iterdir()) == ["my_builtin.py"]  # no test module among the methods
+    assert (tmp_path / "checkout" / "tests" / "test_my_builtin.py").is_file()
+    result = runner.invoke(app, ["methods", "new", "other", "--dir", str(methods_dir), "--plugin"])
+    assert result.exit_code == 1 and "--plugin writes a separate package" in result.output
+    help_words = set(runner.invoke(app, ["methods", "new", "--help"]).output.split())
+    assert {"`methods`", "tests/;", "--plugin,"} <= help_words

@@ -1,11 +1,18 @@
 """The leaderboard from hand-made records: aggregates, pairing, exclusions, reproducibility."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
-from benchmark.leaderboard import build_leaderboard, paired_difference
+from benchmark.cli import app
+from benchmark.leaderboard import DEFAULT_OUT, NoRecordsError, build_leaderboard, paired_difference
 from benchmark.records import RECORD_FORMAT, load_records, record_path, write_record
+
+runner = CliRunner()
 
 
 def fake(root, method, split, fold, seed, ood, ind, fp="fp1", access="none", status="ok", profile="full",
@@ -143,10 +150,71 @@ def test_rebuild_is_reproducible_and_draws_the_figure(results, tmp_path):
     assert out.read_text() == first and fig.read_bytes() == fig_bytes
 
 
-def test_no_records(tmp_path):
+COMMITTED = "| `erm` | none | 0.839 ± 0.026 | ... |\n"  # stands for a committed, non-empty table
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("missing", "no run records: the results folder {results} does not exist; check --results"),
+    ("empty", "no run records under {results} (no fold*_seed*.json file); run `bench run --method erm"),
+    ("failed_and_quick", "no usable run records under {results}: 1 failed, 1 of the --quick profile (add "
+                         "--include-quick to count them)"),
+    ("rejected_and_older", "no usable run records under {results}: 1 rejected (method not installed, or data "
+                           "version not in the repository), 1 of an older record format"),
+])
+def test_no_usable_records_is_an_error_and_writes_nothing(tmp_path, case, reason):
+    results = tmp_path / "results"
+    if case != "missing":
+        results.mkdir()
+    if case == "failed_and_quick":
+        fake(results, "erm", "source_out", 0, 0, 0.5, 0.9, status="failed")
+        fake(results, "erm", "source_out", 0, 1, 0.5, 0.9, profile="quick")
+    if case == "rejected_and_older":
+        fake(results, "not_installed_method", "source_out", 0, 0, 0.5, 0.9)
+        fake(results, "erm", "source_out", 0, 0, 0.5, 0.9, fmt=0)
+    out = tmp_path / "board" / "LEADERBOARD.md"
+    out.parent.mkdir()
+    out.write_text(COMMITTED)
+    result = runner.invoke(app, ["leaderboard", "--results", str(results), "--out", str(out)])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert reason.format(results=results) in result.stderr
+    assert result.stderr.rstrip().endswith(f"{out} was not written")
+    assert out.read_text() == COMMITTED and sorted(p.name for p in out.parent.iterdir()) == ["LEADERBOARD.md"]
+
+
+def test_quick_records_alone_make_a_board_when_asked(tmp_path):
+    results = tmp_path / "results"
+    fake(results, "erm", "source_out", 0, 0, 0.5, 0.9, profile="quick")
+    with pytest.raises(NoRecordsError, match="1 of the --quick profile"):
+        build_leaderboard(results, tmp_path / "LEADERBOARD.md", figures=False)
+    assert build_leaderboard(results, tmp_path / "LEADERBOARD.md", figures=False, include_quick=True).n_records == 1
+
+
+def test_hardware_section_names_cpu_models_and_says_how_exactly_reruns_reproduce(results, tmp_path):
+    path = fake(results, "arm_bn", "source_out", 0, 0, 0.6, 0.9, access="unlabeled")
+    data = json.loads(path.read_text())
+    data["environment"].update(cpu={"model": "AMD EPYC", "isa": ["avx2"]}, torch_build={"cpu_capability": "AVX2"})
+    path.write_text(json.dumps(data))
     out = tmp_path / "LEADERBOARD.md"
-    build_leaderboard(tmp_path / "nothing", out)
-    assert "No run records found" in out.read_text()
+    build_leaderboard(results, out, figures=False)
+    section_text = section(out.read_text(), "### Hardware and reproducibility", "\n### ")
+    assert "Reruns are exact on the same hardware and thread settings" in section_text
+    assert "reruns there are statistical: the means agree within their 95% CIs" in section_text
+    assert "- `erm`: CPU not recorded (5 runs)" in section_text  # records from before the field
+    assert "- `arm_bn`: AMD EPYC (torch kernels AVX2) (1 runs)" in section_text
+
+
+def test_the_committed_leaderboard_rebuilds_byte_for_byte(tmp_path, monkeypatch):
+    """LEADERBOARD.md and its figure, rebuilt from the committed records, equal the committed files."""
+    repo = Path(__file__).resolve().parents[1] / "leaderboard"
+    (tmp_path / "leaderboard").mkdir()
+    (tmp_path / "leaderboard" / "results").symlink_to(repo / "results")
+    monkeypatch.chdir(tmp_path)
+    result = build_leaderboard()  # the default folders, as `bench leaderboard` runs in the repository
+    assert result.n_records >= 150 and not result.warnings
+    assert (tmp_path / DEFAULT_OUT).read_text() == (repo / "LEADERBOARD.md").read_text()
+    for figure in result.figures:
+        assert figure.read_bytes() == (repo / "figures" / figure.name).read_bytes(), figure.name
 
 
 def test_provenance_names_the_commit_and_counts_runs_from_modified_source(results, tmp_path):

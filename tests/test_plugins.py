@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 import tomllib
 from pathlib import Path
 
+import _plugin_site
 import pytest
 from typer.testing import CliRunner
 
@@ -34,21 +34,12 @@ def clean_registry(monkeypatch):
 
 
 def install(site: Path, package: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
-    """Make ``package`` look installed in folder ``site`` (on sys.path): its modules and a .dist-info."""
-    site.mkdir(parents=True, exist_ok=True)
-    for name, code in modules.items():
-        (site / f"{name}.py").write_text(code)
-    info = site / f"{package.replace('-', '_')}-0.1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text(
-        f"[{plugins.GROUP}]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
-    sys.path.insert(0, str(site))
-    importlib.invalidate_caches()
+    """Make ``package`` look installed in folder ``site``, declaring method entry points."""
+    _plugin_site.install(site, package, {plugins.METHODS_GROUP: entry_points}, modules)
 
 
 def reload_plugins() -> list[plugins.PluginProblem]:
-    return plugins.load_plugins(plugins.entry_points())
+    return registry.load_plugins(plugins.entry_points())
 
 
 def test_the_example_plugin_registers_through_its_declared_entry_point(tmp_path, clean_registry):

@@ -16,7 +16,8 @@ from .common import handle_errors
 
 data_app = typer.Typer(help="Generate, describe and look at datasets.", no_args_is_help=True)
 
-DatasetArg = Annotated[str, typer.Argument(help="Dataset name (synthetic, jump) or path to a prepared dataset folder.")]
+DatasetArg = Annotated[str, typer.Argument(help="Dataset name (`bench data info` lists them) or path to a "
+                                            "prepared dataset folder.")]
 
 
 def _open(name: str, progress: bool = True):
@@ -42,10 +43,15 @@ def synth(
 @data_app.command("info")
 @handle_errors
 def info(
-    name: DatasetArg = "synthetic",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    name: Annotated[str | None, typer.Argument(help="Dataset name or path to a prepared dataset folder; "
+                                               "without it, list every registered dataset.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or the list) as JSON on stdout.")]
+    = False,
 ) -> None:
-    """Counts per source, batch, plate and class; controls; fingerprint."""
+    """Counts per source, batch, plate and class; controls; fingerprint. Without NAME: every dataset and its origin."""
+    if name is None:
+        _print_datasets(as_json)
+        return
     dataset = _open(name, progress=not as_json)
     if as_json:
         from ..datasets.summary import dataset_summary
@@ -53,6 +59,26 @@ def info(
         typer.echo(json.dumps(dataset_summary(dataset), indent=1, default=str))
     else:
         _print_summary(dataset)
+
+
+def _print_datasets(as_json: bool) -> None:
+    """One line per registered dataset: name, origin (platebench or the plugin package), description."""
+    from ..datasets import available_datasets
+    from ..plugins import DATASETS_GROUP, plugin_problems
+
+    datasets = available_datasets()
+    if as_json:
+        typer.echo(json.dumps([{"name": e.name, "origin": e.origin, "description": e.description}
+                               for e in datasets.values()], indent=1))
+    else:
+        width = max([len(n) for n in datasets] + [7])
+        owidth = max([len(e.origin) for e in datasets.values()] + [6])
+        typer.echo(f"{'dataset':<{width}}  {'origin':<{owidth}}  description")
+        for entry in datasets.values():
+            typer.echo(f"{entry.name:<{width}}  {entry.origin:<{owidth}}  {entry.description}")
+        typer.echo("`bench data info NAME` describes one (a path to a prepared folder works too).")
+    for problem in plugin_problems(DATASETS_GROUP):
+        typer.echo(f"warning: {problem}", err=True)
 
 
 @data_app.command("show")

@@ -64,19 +64,36 @@ def check(
         raise typer.Exit(1)
 
 
+def _builtin_methods_dir() -> Path:
+    """The folder of the built-in methods: ``methods/`` of the checkout (installed as ``benchmark.methods``)."""
+    from .. import methods
+
+    return Path(methods.__file__).resolve().parent
+
+
 @methods_app.command("new")
 @handle_errors
 def new(
     name: Annotated[str, typer.Argument(help="Name of the new method (lower case, e.g. my_method).")],
-    directory: Annotated[Path, typer.Option("--dir", help="Folder to write the files into.")] = Path("."),
+    directory: Annotated[Path, typer.Option("--dir", help="Folder to write the files into: `methods` (the "
+                                            "checkout's methods/ folder) for a method built into platebench, its "
+                                            "test then goes to tests/; or a folder of its own with --plugin, e.g. "
+                                            "../my_method.")] = Path("."),
     plugin: Annotated[bool, typer.Option("--plugin", help="Also write a pyproject.toml declaring the "
                                          "platebench.methods entry point (a separately installed package).")]
     = False,
 ) -> None:
     """Write a skeleton method file NAME.py (config + the three calls to fill in) and its test."""
+    from ..errors import BenchError
     from ..templates import write_skeleton
 
-    for path in write_skeleton(name, directory, plugin):
+    builtin = directory.resolve() == _builtin_methods_dir()
+    if builtin and plugin:
+        raise BenchError(f"--plugin writes a separate package, not into the built-in methods folder {directory}; "
+                         "drop --plugin, or give a folder of its own (e.g. --dir ../my_method --plugin)")
+    # Every public module in methods/ is loaded as a method, so a built-in method's test goes to tests/.
+    tests = _builtin_methods_dir().parent / "tests" if builtin else None
+    for path in write_skeleton(name, directory, plugin, test_directory=tests):
         typer.echo(f"wrote {path}")
     typer.echo(f"next: fill in fit, adapt and predict in {directory / (name + '.py')}, then run "
                f"`bench methods check {name}` (see CONTRIBUTING.md)")

@@ -44,7 +44,8 @@ from torch import nn
 
 from ..constants import CHANNELS
 from ..errors import BenchError
-from .encoders import ModuleEncoder, register_encoder_backend
+from .encoder_registry import register_encoder_backend
+from .module_encoder import ModuleEncoder
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 OPENPHENOM_SIZE = 256

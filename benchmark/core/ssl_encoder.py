@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 from .. import methods as _methods_package
 from ..errors import MethodError
 from .backbones import create_backbone
-from .encoders import ModuleEncoder, register_encoder_backend
+from .encoder_registry import register_encoder_backend
+from .module_encoder import ModuleEncoder
 from .preprocess import ChannelStats, normalise
 
 NAME = "platebench-ssl"

@@ -29,21 +29,23 @@ def check_name(name: str) -> None:
                          "starting with a letter (e.g. my_method)")
 
 
-def write_skeleton(name: str, directory: Path, plugin: bool = False) -> list[Path]:
-    """Write ``<directory>/<name>.py`` and ``test_<name>.py`` (and with ``plugin`` a ``pyproject.toml``).
+def write_skeleton(name: str, directory: Path, plugin: bool = False, test_directory: Path | None = None) -> list[Path]:
+    """Write ``<directory>/<name>.py`` and ``<test_directory>/test_<name>.py`` (default: next to the method;
+    with ``plugin`` also a ``pyproject.toml``).
 
     Existing files are never overwritten (:class:`BenchError` names them).
     """
     check_name(name)
     directory = Path(directory)
+    tests = Path(test_directory) if test_directory is not None else directory
     values = {"name": name, "cls": class_name(name), "package": f"platebench-{name.replace('_', '-')}"}
-    files = {directory / f"{name}.py": METHOD, directory / f"test_{name}.py": TEST}
+    files = {directory / f"{name}.py": METHOD, tests / f"test_{name}.py": TEST}
     if plugin:
         files[directory / "pyproject.toml"] = PYPROJECT
     existing = [str(p) for p in files if p.exists()]
     if existing:
         raise BenchError(f"{', '.join(existing)} already exist(s); choose another --dir or name, or remove them")
-    directory.mkdir(parents=True, exist_ok=True)
     for path, template in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(template.format(**values))
     return list(files)

@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import DataError
-from .. import register_dataset
+from ..registry import register_dataset
 from ..dataset import META_FILE, Dataset, open_dataset
 from .prepare import PrepareOptions, PrepareReport, default_out, prepare_jump
 
 
-@register_dataset("jump")
+@register_dataset("jump", "JUMP-CP cpg0016: real Cell Painting images (CC0); "
+                          "prepare it first with `bench data prepare jump`")
 def load_jump(root: Path | None = None) -> Dataset:
     """Open the prepared JUMP-CP dataset (default: ``$PLATEBENCH_CACHE/jump``)."""
     root = Path(root).expanduser() if root is not None else default_out()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ...errors import BenchError, CorruptCacheError
 from ...paths import cache_dir, ensure_writable
-from .. import register_dataset
+from ..registry import register_dataset
 from ..dataset import Dataset, open_dataset
 from .config import SimulatorConfig
 from .generate import generate_synthetic
@@ -22,7 +22,7 @@ def cache_path(config: SimulatorConfig) -> Path:
     return cache_dir() / "synthetic" / config.cache_key()
 
 
-@register_dataset("synthetic")
+@register_dataset("synthetic", "a simulator of a JUMP-like experiment (the embedded default; generated on first use)")
 def load_synthetic(seed: int = 0, severity: float = 1.0, size: str = "default", progress: bool = True,
                    **overrides) -> Dataset:
     """Open the synthetic dataset of these settings, generating it into the cache on first use.

@@ -1,0 +1,97 @@
+"""The package's import graph has no cycle, counting every import statement wherever it stands.
+
+Module-level, function-level and ``TYPE_CHECKING`` imports all count, absolute
+(``import benchmark.x``, ``from benchmark.x import y``) and relative (``from . import x``,
+``from .x import y``, ``from .. import x``). Not counted: the implicit import of a parent
+package when a submodule is imported (a package's ``__init__`` may import its own
+submodules), and discovery by name (``importlib.import_module`` over the built-in
+methods, entry points), which is how registries find their members.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from _layout import ROOT, source_files
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package by import name (``benchmark.methods.erm`` for ``methods/erm.py``)."""
+    found = {}
+    for installed, file in source_files().items():
+        if installed.endswith(".py"):
+            parts = installed[: -len(".py")].split("/")
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = file
+    return found
+
+
+def imports(name: str, file: Path, known: dict[str, Path]) -> list[tuple[str, int]]:
+    """(imported module of the package, line) for every import statement in ``file``."""
+    package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(file.read_text(), str(file))):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, node.lineno) for alias in node.names if alias.name in known]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                if sub in known:
+                    out.append((sub, node.lineno))
+                elif target in known:
+                    out.append((target, node.lineno))
+    return [(t, line) for t, line in out if t != name]
+
+
+def find_cycle(graph: dict[str, dict[str, int]]) -> list[str] | None:
+    """One cycle of ``graph`` as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_module_list_covers_the_three_parts():
+    names = modules()
+    assert {"benchmark.registry", "benchmark.plugins", "benchmark.core.encoders", "benchmark.methods.erm",
+            "benchmark.datasets.registry", "benchmark.datasets.synthetic.loader"} <= set(names)
+    assert not any(n.startswith(("methods", "datasets")) for n in names)
+
+
+def test_finding_a_cycle():
+    assert find_cycle({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b": 1}, "b": {}, "c": {"a": 1, "b": 1}}) is None
+
+
+def test_the_import_graph_is_acyclic():
+    known = modules()
+    graph = {name: {} for name in known}
+    for name, file in known.items():
+        for target, line in imports(name, file, known):
+            graph[name].setdefault(target, line)
+    assert sum(map(len, graph.values())) > 100  # the parser sees the package's imports
+    assert graph["benchmark.core.encoders"].keys() >= {"benchmark.core.encoder_backends",
+                                                       "benchmark.core.ssl_encoder"}  # function-level ones too
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(
+        f"{a} ({known[a].relative_to(ROOT)}:{graph[a][b]})" for a, b in zip(cycle, cycle[1:])) + f" -> {cycle[-1]}"
