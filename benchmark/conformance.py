@@ -11,6 +11,12 @@ The check fold (:func:`check_data`): the ``synthetic`` dataset, preset ``tiny`` 
 3 sources × 2 batches × 1 plate, 1 site per well, 48 px images (384 images). Train:
 the first batch of the first two sources; validation: the second batch of the first
 source; target plates: both plates of the third source.
+
+Most checks call the method in this process. ``sealed`` runs it end to end in a sealed
+worker process, as ``bench run`` does (:mod:`benchmark.sealed`): it fails, naming what
+was tried, when the worker's audit hook refused something, and (for a deterministic
+method) when the sealed predictions differ from the in-process ones, which happens when
+a method uses something only the in-process objects lead to.
 """
 
 from __future__ import annotations
@@ -35,11 +41,16 @@ from .constants import N_CLASSES, POSCONS
 from .datasets import Dataset, load_dataset
 from .datasets.dataset import LabelledImages, PlateView, open_dataset, write_dataset
 from .errors import BenchError
-from .evaluation import StageError, _view_for
+from .evaluation import LocalHost, StageError, _view_for, evaluate, target_views
 from .evaluation import check_probabilities as validate_probabilities
 from .methods.base import AccessLevel, Method, MethodConfig
 from .protocol import resolve_config
 from .registry import get_method, signature_problems
+from .sealed.executor import WorkerFailure
+from .sealed.forkserver import warm_up
+from .sealed.limits import Limits
+from .sealed.runs import SealedRuns
+from .splits import Fold
 
 CHECK_DATASET: dict[str, Any] = {"size": "tiny", "n_sources": 3, "batches_per_source": 2, "plates_per_batch": 1,
                                  "sites_per_well": 1, "image_size": 48}
@@ -47,6 +58,8 @@ CHECK_DATASET: dict[str, Any] = {"size": "tiny", "n_sources": 3, "batches_per_so
 TOLERANCE = 1e-5
 """Largest absolute difference of two probabilities that still counts as "the same prediction"."""
 SEED = 0
+SEALED_TIME_LIMIT_S = 600.0
+"""Time limit of the ``sealed`` check's worker (a quick fit on the check fold takes seconds)."""
 
 
 class CheckFailed(AssertionError):
@@ -77,13 +90,21 @@ class CheckData:
     train: LabelledImages
     val: LabelledImages
     targets: dict[str, np.ndarray]  # target plate -> its treated image ids
+    fold: Fold | None = None        # the same fold as a Fold, for end-to-end (sealed) runs
     _scrambled: Dataset | None = field(default=None, repr=False)
     _tmp: Any = field(default=None, repr=False)
+    _runs: SealedRuns | None = field(default=None, repr=False)
 
     def view(self, plate: str, dataset: Dataset | None = None) -> PlateView:
         """The full label-free view of a target plate (treated in a fixed shuffled order, controls)."""
         ds = dataset or self.dataset
         return ds.plate_view(plate, self.targets[plate], np.random.default_rng([SEED, 1]))[0]
+
+    def train_for(self, access: AccessLevel) -> LabelledImages:
+        """The training set as a method of ``access`` gets it (with ``targets`` views if transductive)."""
+        if not access.sees_targets_in_fit or self.fold is None:
+            return self.train
+        return self.dataset.labelled(self.train.table, target_views(self.dataset, self.fold, SEED))
 
     def scrambled(self) -> Dataset:
         """A copy of the dataset (same pixels) whose target plates' labels, compounds and wells are permuted."""
@@ -91,6 +112,12 @@ class CheckData:
             self._tmp = tempfile.TemporaryDirectory(prefix="platebench-check-")
             self._scrambled = scrambled_copy(self.dataset, list(self.targets), Path(self._tmp.name))
         return self._scrambled
+
+    def sealed_runs(self) -> SealedRuns:
+        """Sealed runs on the check fold (its store is built in the cache on first use)."""
+        if self._runs is None:
+            self._runs = SealedRuns(self.dataset, 0, Limits(time_s=SEALED_TIME_LIMIT_S))
+        return self._runs
 
 
 def fold_of(dataset: Dataset) -> CheckData:
@@ -108,7 +135,9 @@ def fold_of(dataset: Dataset) -> CheckData:
     val = rest.filter(pl.col("batch") == val_batch) if val_batch not in firsts else rest.clear()
     targets = {p: target_rows.filter((pl.col("plate") == p) & ~pl.col("is_control"))["image_id"].to_numpy()
                for p in plates}
-    return CheckData(dataset, dataset.labelled(train), dataset.labelled(val), targets)
+    fold = Fold("check", 0, (sources[-1],), train["image_id"].to_numpy(), val["image_id"].to_numpy(),
+                np.empty(0, dtype=np.int64), np.concatenate(list(targets.values())))
+    return CheckData(dataset, dataset.labelled(train), dataset.labelled(val), targets, fold)
 
 
 @lru_cache(maxsize=1)
@@ -177,7 +206,7 @@ class CheckContext:
         """A new instance fitted on the check fold (raises :class:`CheckFailed` naming the step)."""
         model = self.instance()
         try:
-            returned = model.fit(self.data.train, self.data.val, SEED)
+            returned = model.fit(self.data.train_for(self.method.access), self.data.val, SEED)
         except Exception as exc:  # noqa: BLE001 - report any failure of the method as one line
             raise CheckFailed(first_line(StageError("fit", None, exc))) from None
         if returned is not model:
@@ -239,7 +268,7 @@ def check_declaration(ctx: CheckContext) -> str:
     cls = ctx.method
     problems = [f"{attr} is missing" for attr in ("name", "access", "description") if not getattr(cls, attr, None)]
     if getattr(cls, "access", None) is not None and not isinstance(cls.access, AccessLevel):
-        problems.append(f"access is {cls.access!r}; use AccessLevel.NONE, CONTROLS or UNLABELED")
+        problems.append(f"access is {cls.access!r}; use AccessLevel.NONE, CONTROLS, UNLABELED or TRANSDUCTIVE")
     if not (isinstance(cls.Config, type) and issubclass(cls.Config, MethodConfig)):
         problems.append("Config must be a frozen dataclass subclassing MethodConfig")
     if not isinstance(getattr(cls, "deterministic", None), bool):
@@ -339,8 +368,10 @@ def check_deterministic(ctx: CheckContext) -> str:
 def check_access_level(ctx: CheckContext) -> str:
     """Predictions use no more of the target plate than the declared access level allows."""
     access = ctx.method.access
-    if access is AccessLevel.UNLABELED:
-        return "access unlabeled: the plate's treated and DMSO images may be used (labels never reach a method)"
+    if access.sees_treated:
+        return (f"access {access}: the plate's treated and DMSO images may be used"
+                f"{' (and the target plates already in fit)' if access.sees_targets_in_fit else ''}; labels never "
+                "reach a method")
     (plate, _), (other, _) = ctx.data.targets.items()
     view, foreign = ctx.data.view(plate), ctx.data.view(other)
     x = view.treated[:]
@@ -377,10 +408,42 @@ def check_label_blind(ctx: CheckContext) -> str:
     return "predictions unchanged with the target plate's labels scrambled"
 
 
+def check_sealed(ctx: CheckContext) -> str:
+    """End to end in a sealed worker: nothing refused, valid predictions, the same as in process (if deterministic)."""
+    data = ctx.data
+    if data.fold is None:
+        raise CheckSkipped("the check data has no fold to run end to end")
+    runs = data.sealed_runs()
+    host = runs.host(ctx.method, ctx.config, data.fold, ctx.device)
+    try:
+        with host:
+            sealed = evaluate(host, data.dataset, data.fold, SEED)
+    except WorkerFailure as exc:
+        raise CheckFailed(str(exc)) from None
+    except StageError as exc:
+        raise CheckFailed(f"in a sealed worker: {first_line(exc)}") from None
+    except BenchError as exc:
+        raise CheckFailed(f"in a sealed worker: {exc}") from None
+    info = host.worker_info()
+    ran = (f"ran in a sealed worker (start-up {info['start_s']:.2f} s, {info['wall_s']:.1f} s in all, peak "
+           f"{info['peak_rss_mb']:.0f} MB); nothing refused")
+    if not ctx.method.deterministic:
+        return ran
+    local = evaluate(LocalHost(ctx.fitted(), data.dataset, data.fold, fitted=True), data.dataset, data.fold, SEED)
+    cols = [c for c in sealed.predictions.columns if c.startswith("prob_")]
+    diff = _differ(sealed.predictions.select(cols).to_numpy(), local.predictions.select(cols).to_numpy())
+    if diff > TOLERANCE:
+        raise CheckFailed(f"predictions in a sealed worker differ by up to {diff:.3g} from the same fit in process: "
+                          "the method uses something only the in-process objects lead to (private attributes such as "
+                          "train._dataset or plate.treated._store, objects found through gc, the dataset's files); "
+                          "use only the public API of train, val and the plate view (docs/sealed.md)")
+    return f"{ran}; predictions the same as in process"
+
+
 CHECKS: dict[str, Callable[[CheckContext], str]] = {
     f.__name__.removeprefix("check_"): f for f in (
         check_declaration, check_signatures, check_hyperparameters, check_fit, check_probabilities,
-        check_no_state_across_plates, check_deterministic, check_access_level, check_label_blind)}
+        check_no_state_across_plates, check_deterministic, check_access_level, check_label_blind, check_sealed)}
 """Every check by name, in the order they run."""
 
 
@@ -401,6 +464,7 @@ def run_check(ctx: CheckContext, name: str) -> CheckResult:
 def iter_checks(method: str | type[Method], data: CheckData | None = None, config: MethodConfig | None = None,
                 device: str = "cpu") -> Iterator[CheckResult]:
     """Run every check on ``method`` (a registered name or a class) and yield their results in order."""
+    warm_up()  # the sealed check's forkserver imports while the other checks run
     cls = get_method(method) if isinstance(method, str) else method
     ctx = CheckContext(cls, data or check_data(), config, device)
     for name in CHECKS:

@@ -1,18 +1,27 @@
 """Fit a method on one fold and score it, plate by plate; the labels never leave this module.
 
 For every evaluated plate the method gets a label-free :class:`PlateView` cut to its
-access level (``none``: nothing; ``controls``: the plate's DMSO images; ``unlabeled``:
-its treated images in a shuffled order plus its DMSO images), then ``predict`` on the
-plate's treated images; the evaluator un-shuffles the probabilities and scores them.
-Out of domain = every target plate of the fold; in domain = the held-out wells of
-each training plate, with that plate's DMSO images as context.
+access level (``none``: nothing; ``controls``: the plate's DMSO images; ``unlabeled`` and
+``transductive``: its treated images in a shuffled order plus its DMSO images), then
+``predict`` on the plate's treated images; the evaluator un-shuffles the probabilities and
+scores them. Out of domain = every target plate of the fold; in domain = the held-out
+wells of each training plate, with that plate's DMSO images as context. A method of
+access ``transductive`` also gets, in ``fit``, label-free views of the out-of-domain
+target plates (``train.targets``).
+
+The method runs behind a *host*: :class:`LocalHost` calls it in this process (tests,
+conformance checks); :class:`benchmark.sealed.executor.SealedHost` runs it in a sealed
+worker process (``bench run``). :func:`evaluate` drives either the same way, so both give
+the same predictions, bit for bit.
 """
 
 from __future__ import annotations
 
 import time
+import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -29,17 +38,35 @@ PROB_TOLERANCE = 1e-3
 """How far a row of ``predict``'s output may sum away from 1."""
 
 
+class RemoteError(Exception):
+    """An exception raised by a method in a sealed worker, as the evaluator learns of it."""
+
+    def __init__(self, type_name: str, message: str, trace: str | None = None, bench: bool = False):
+        super().__init__(message)
+        self.type_name, self.trace, self.bench = type_name, trace, bench
+
+
 class StageError(Exception):
     """A method failed in one stage (``fit``, ``adapt`` or ``predict``); wraps the original error."""
 
     def __init__(self, stage: str, plate: str | None, error: BaseException):
         where = f" on plate {plate}" if plate else ""
-        if isinstance(error, BenchError):
+        remote = isinstance(error, RemoteError)
+        if (error.bench if remote else isinstance(error, BenchError)):
             message = f"{stage}{where}: {error}"
         else:
-            message = f"{stage}{where} raised {type(error).__name__}: {error}"
+            message = f"{stage}{where} raised {error.type_name if remote else type(error).__name__}: {error}"
         super().__init__(message)
         self.stage, self.plate, self.error = stage, plate, error
+
+    @property
+    def traceback_text(self) -> str | None:
+        """The method's traceback (None for a :class:`BenchError`, whose message says it all)."""
+        if isinstance(self.error, RemoteError):
+            return None if self.error.bench else self.error.trace
+        if isinstance(self.error, BenchError):
+            return None
+        return "".join(traceback.format_exception(type(self.error), self.error, self.error.__traceback__))
 
 
 @dataclass
@@ -54,10 +81,10 @@ class Evaluation:
 
 def needs_controls(access: AccessLevel) -> bool:
     """Whether a method of this access level sees the DMSO images of a target plate."""
-    return access in (AccessLevel.CONTROLS, AccessLevel.UNLABELED)
+    return access.sees_controls
 
 
-def check_controls(dataset: Dataset, plates: list[str], method: type[Method] | Method) -> None:
+def check_controls(dataset: Dataset, plates: list[str], method: type[Method] | Method | MethodHost) -> None:
     """Raise :class:`DataError` naming the first plate without DMSO images, if the method needs them."""
     if not needs_controls(method.access):
         return
@@ -75,7 +102,7 @@ def check_probabilities(probs: Any, n_images: int, n_classes: int, method: str, 
     try:
         probs = np.asarray(probs, dtype=np.float64)
     except (TypeError, ValueError):
-        raise MethodError(f"{where} returned {type(probs).__name__}, not an array of probabilities") from None
+        raise not_probabilities(method, plate, type(probs).__name__) from None
     if probs.shape != (n_images, n_classes):
         raise MethodError(f"{where} returned shape {probs.shape}; expected ({n_images}, {n_classes}): "
                           "one row of class probabilities per image")
@@ -91,31 +118,67 @@ def check_probabilities(probs: Any, n_images: int, n_classes: int, method: str, 
     return probs
 
 
+def not_probabilities(method: str, plate: str, type_name: str) -> MethodError:
+    """The error for a ``predict`` that returned something that is not an array (``type_name``)."""
+    return MethodError(f"method '{method}' predict() on plate {plate} returned {type_name}, not an array of "
+                       "probabilities")
+
+
 def _view_for(method: Method, full: PlateView, dataset: Dataset) -> PlateView:
     """The part of a plate view the method's access level allows."""
     empty = dataset.image_array(np.empty(0, dtype=np.int64))
-    if method.access is AccessLevel.UNLABELED:
+    if method.access.sees_treated:
         return full
-    if method.access is AccessLevel.CONTROLS:
+    if method.access.sees_controls:
         return PlateView(full.plate, empty, full.controls)
     return PlateView(full.plate, empty, empty)
 
 
-def _evaluate_plate(method: Method, dataset: Dataset, plate: str, ids: np.ndarray,
-                    rng: np.random.Generator) -> np.ndarray:
-    full, order = dataset.plate_view(plate, ids, rng, with_controls=needs_controls(method.access))
-    try:
-        method.adapt(_view_for(method, full, dataset))
-    except Exception as exc:  # noqa: BLE001 - any failure of a method becomes a failed record
-        raise StageError("adapt", plate, exc) from exc
-    try:
-        raw = method.predict(full.treated[:])
-    except Exception as exc:  # noqa: BLE001
-        raise StageError("predict", plate, exc) from exc
-    shuffled = check_probabilities(raw, len(ids), N_CLASSES, method.name, plate)
-    probs = np.empty_like(shuffled)
-    probs[order] = shuffled  # view element i is ids[order[i]]
-    return probs
+class MethodHost(Protocol):
+    """Where a method runs: in this process (:class:`LocalHost`) or in a sealed worker."""
+
+    name: str
+    access: AccessLevel
+
+    def fit(self, seed: int, targets: Sequence[PlateView]) -> None:
+        """``fit`` on the fold's training and validation sets (``targets``: transductive views); raises StageError."""
+
+    def adapt_predict(self, full: PlateView) -> Any:
+        """``adapt`` on ``full`` cut to the access level, then ``predict`` its treated images; raw output."""
+
+    def fit_report(self) -> dict[str, Any]:
+        """The method's fit report, once the plates are done."""
+
+
+class LocalHost:
+    """A method called in this process, on the full dataset's :class:`LabelledImages` (not sealed)."""
+
+    def __init__(self, method: Method, dataset: Dataset, fold: Fold, fitted: bool = False):
+        self.method, self.dataset, self.fold, self.fitted = method, dataset, fold, fitted
+        self.name, self.access = method.name, method.access
+
+    def fit(self, seed: int, targets: Sequence[PlateView]) -> None:
+        if self.fitted:
+            return
+        train = self.dataset.labelled(self.dataset.index[self.fold.train_ids], targets)
+        val = self.dataset.labelled(self.dataset.index[self.fold.val_ids])
+        try:
+            self.method.fit(train, val, seed)
+        except Exception as exc:  # noqa: BLE001 - any failure of a method becomes a failed record
+            raise StageError("fit", None, exc) from exc
+
+    def adapt_predict(self, full: PlateView) -> Any:
+        try:
+            self.method.adapt(_view_for(self.method, full, self.dataset))
+        except Exception as exc:  # noqa: BLE001
+            raise StageError("adapt", full.plate, exc) from exc
+        try:
+            return self.method.predict(full.treated[:])
+        except Exception as exc:  # noqa: BLE001
+            raise StageError("predict", full.plate, exc) from exc
+
+    def fit_report(self) -> dict[str, Any]:
+        return dict(self.method.fit_report())
 
 
 def _plates_of(dataset: Dataset, ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -125,39 +188,60 @@ def _plates_of(dataset: Dataset, ids: np.ndarray) -> dict[str, np.ndarray]:
         if len(rows) else {}
 
 
+def target_views(dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0) -> list[PlateView]:
+    """Label-free views of the fold's out-of-domain target plates, for a transductive ``fit``.
+
+    Plates sorted; treated images shuffled by their own generator (not the one of the
+    evaluation's views), plus each plate's DMSO images.
+    """
+    rng = np.random.default_rng([split_seed, fold.index, seed, 11])
+    plates = _plates_of(dataset, fold.target_ids)
+    return [dataset.plate_view(p, plates[p], rng)[0] for p in sorted(plates)]
+
+
 def fit_and_evaluate(method: Method, dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0) -> Evaluation:
-    """Fit ``method`` on ``fold`` with ``seed`` and score it out of domain and in domain.
+    """Fit ``method`` in this process on ``fold`` with ``seed`` and score it out of domain and in domain.
 
     Raises :class:`StageError` when the method fails, :class:`DataError` when an
     evaluated plate lacks the DMSO images the method needs.
     """
+    return evaluate(LocalHost(method, dataset, fold), dataset, fold, seed, split_seed)
+
+
+def evaluate(host: MethodHost, dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0) -> Evaluation:
+    """Fit the method behind ``host`` on ``fold`` and score it; the labels stay in this process.
+
+    Every target plate's view is drawn here, in plate order, from the generator
+    ``default_rng([split_seed, fold.index, seed, 7])``, whatever the host.
+    """
     parts = {"out_of_domain": _plates_of(dataset, fold.target_ids),
              "in_domain": _plates_of(dataset, fold.in_domain_ids)}
-    check_controls(dataset, sorted({p for plates in parts.values() for p in plates}), method)
-    train = dataset.labelled(dataset.index[fold.train_ids])
-    val = dataset.labelled(dataset.index[fold.val_ids])
+    check_controls(dataset, sorted({p for plates in parts.values() for p in plates}), host)
+    targets = target_views(dataset, fold, seed, split_seed) if host.access.sees_targets_in_fit else []
     start = time.perf_counter()
-    try:
-        method.fit(train, val, seed)
-    except Exception as exc:  # noqa: BLE001
-        raise StageError("fit", None, exc) from exc
+    host.fit(seed, targets)
     fit_s = time.perf_counter() - start
     rng = np.random.default_rng([split_seed, fold.index, seed, 7])
     ids_all, probs_all, part_all, plate_time = [], [], [], {}
     for part, plates in parts.items():
         for plate in sorted(plates):
             t0 = time.perf_counter()
-            probs_all.append(_evaluate_plate(method, dataset, plate, plates[plate], rng))
+            full, order = dataset.plate_view(plate, plates[plate], rng, with_controls=host.access.sees_controls)
+            shuffled = check_probabilities(host.adapt_predict(full), len(order), N_CLASSES, host.name, plate)
+            probs = np.empty_like(shuffled)
+            probs[order] = shuffled  # view element i is ids[order[i]]
+            probs_all.append(probs)
             plate_time[plate] = time.perf_counter() - t0
             ids_all.append(plates[plate])
             part_all += [part] * len(plates[plate])
     ids = np.concatenate(ids_all) if ids_all else np.empty(0, dtype=np.int64)
     probs = np.concatenate(probs_all) if probs_all else np.empty((0, N_CLASSES))
     predictions = _predictions_table(dataset, ids, probs, part_all)
-    return Evaluation(predictions=predictions, metrics=score(predictions, plate_time),
-                      timings={"fit_s": fit_s, "adapt_predict_s": sum(plate_time.values()),
-                               "evaluate_s": time.perf_counter() - start - fit_s},
-                      fit_report=dict(method.fit_report()))
+    metrics = score(predictions, plate_time)
+    evaluate_s = time.perf_counter() - start - fit_s
+    return Evaluation(predictions=predictions, metrics=metrics,
+                      timings={"fit_s": fit_s, "adapt_predict_s": sum(plate_time.values()), "evaluate_s": evaluate_s},
+                      fit_report=host.fit_report())
 
 
 def _predictions_table(dataset: Dataset, ids: np.ndarray, probs: np.ndarray, parts: list[str]) -> pl.DataFrame:

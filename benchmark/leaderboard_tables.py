@@ -11,11 +11,13 @@ from collections import defaultdict
 
 import numpy as np
 
+from .methods.base import AccessLevel
 from .metrics import bootstrap_ci, mean_std
 from .records import DEFAULT_RESULTS, QUICK, Record
 
 DEFAULT_OUT = "leaderboard/LEADERBOARD.md"
-ACCESS_ORDER = {"none": 0, "controls": 1, "unlabeled": 2}
+ACCESS_ORDER = {str(level): rank for rank, level in enumerate(AccessLevel)}
+"""Rows are grouped by access level, from seeing nothing of the target to seeing it during fit."""
 BASELINE = "erm"
 SPLIT_LABELS = {"batch_out": "leave-batch-out", "source_out": "leave-source-out"}
 
@@ -41,7 +43,7 @@ def _finite(values: list[float]) -> list[float]:
 
 
 def method_order(records: list[Record], baseline: str = BASELINE) -> list[str]:
-    """Methods of the records: by access level (none, controls, unlabeled), the baseline first, then by name."""
+    """Methods of the records: by access level (none, controls, unlabeled, transductive), the baseline first, then by name."""
     access = {r.method: r.data["method"]["access"] for r in records}
     return sorted(access, key=lambda m: (ACCESS_ORDER.get(access[m], 9), m != baseline, m))
 

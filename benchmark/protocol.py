@@ -2,16 +2,18 @@
 
 ``run_protocol`` resolves the method, its config and the device, builds the folds
 (:func:`benchmark.splits.make_folds`), and for each fold and seed fits, evaluates
-(:mod:`benchmark.evaluation`) and writes a record (:mod:`benchmark.records`). It is
-resumable: a run whose ok record already exists with the same config, data
-fingerprint, split seed and profile is skipped (``force`` recomputes it); failed
-records are retried. A method that fails writes a failed record and the other runs go on.
+(:mod:`benchmark.evaluation`) and writes a record (:mod:`benchmark.records`). Every run's
+method executes in a sealed worker process (:mod:`benchmark.sealed`) that sees only the
+fold's training and validation labels; this process keeps the labels, scores and writes
+the record. It is resumable: a run whose ok record already exists with the same config,
+data fingerprint, split seed and profile is skipped (``force`` recomputes it); failed
+records are retried. A method that fails, crashes, runs out of time or memory, or reaches
+for what it may not, writes a failed record and the other runs go on.
 """
 
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,11 +23,15 @@ from typing import Any
 from .datasets import Dataset, load_dataset
 from .errors import BenchError, DataError, UnknownNameError
 from .presets import preset_values
-from .evaluation import StageError, fit_and_evaluate
+from .evaluation import StageError, evaluate
 from .methods.base import Method, MethodConfig
 from .records import (DEFAULT_RESULTS, FULL, QUICK, RECORD_FORMAT, clean_temp_files, environment_info, json_safe,
                       read_record, record_path, run_dir, verify_predictions, write_record)
 from .registry import get_method, method_origin
+from .sealed.executor import SealedHost
+from .sealed.forkserver import warm_up
+from .sealed.limits import DEFAULT_TIME_LIMIT_S, Limits
+from .sealed.runs import SealedRuns
 from .splits import SPLITS, Fold, make_folds
 
 DEFAULT_SEEDS = (0, 1, 2)
@@ -130,7 +136,9 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
                  device: str = "auto", results_dir: Path | str = DEFAULT_RESULTS, quick: bool = False,
                  force: bool = False, overrides: Mapping[str, Any] | None = None,
                  dataset_options: Mapping[str, Any] | None = None, verbose: bool = False,
-                 log: Callable[[str], None] | None = None, preset: str | None = None) -> list[RunOutcome]:
+                 log: Callable[[str], None] | None = None, preset: str | None = None,
+                 time_limit_s: float | None = DEFAULT_TIME_LIMIT_S,
+                 memory_limit_gb: float | None = None) -> list[RunOutcome]:
     """Run ``method`` on every selected fold and seed of ``split`` and write one record per run.
 
     Parameters
@@ -156,12 +164,20 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
     preset
         A named preset of :mod:`benchmark.presets` (e.g. ``paper``), applied before ``quick`` and ``overrides``;
         its name goes into every record.
+    time_limit_s, memory_limit_gb
+        Per-run limits of the sealed worker: wall time in seconds (default 24 h) and data memory in GB
+        (default none); a run past either fails alone.
 
     Returns
     -------
     list of RunOutcome, one per (fold, seed), in run order.
     """
     say = log or (lambda _line: None)
+    if time_limit_s is not None and time_limit_s <= 0:
+        raise BenchError(f"the time limit must be positive, got {time_limit_s:g} s")
+    if memory_limit_gb is not None and memory_limit_gb <= 0:
+        raise BenchError(f"the memory limit must be positive, got {memory_limit_gb:g} GB")
+    warm_up()  # the sealed workers' forkserver imports torch while this process does the same
     method_cls = get_method(method)
     if split not in SPLITS:
         raise UnknownNameError("split", split, SPLITS)
@@ -177,6 +193,7 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
     clean_temp_files(run_dir(results_dir, dataset.name, dataset.fingerprint, method, split))
     config_json = json_safe(config.to_dict())
     env = environment_info()
+    runs = SealedRuns(dataset, split_seed, Limits(time_limit_s, memory_limit_gb), log=say)
     outcomes = []
     for fold in chosen:
         for seed in seeds:
@@ -189,6 +206,7 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
                 continue
             if why:
                 say(f"{tag}: recomputing ({why})")
+            runs.store(fold)  # built (or found) once per fold, before its first worker starts
             say(f"{tag}: fitting on {len(fold.train_ids)} images, validating on {len(fold.val_ids)}")
             header = {"record_format": RECORD_FORMAT, "profile": profile,
                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -203,33 +221,33 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
                                   "settings": json_safe(dict(dataset.meta.settings)),
                                   "image_shape": list(dataset.image_shape)},
                       "class_names": list(dataset.meta.class_names), "device": device, "environment": env}
-            outcomes.append(_run_one(method_cls(config, device=device, verbose=verbose), dataset, fold, seed,
-                                     split_seed, header, path, say, tag))
+            host = runs.host(method_cls, config, fold, device, verbose)
+            outcomes.append(_run_one(host, dataset, fold, seed, split_seed, header, path, say, tag))
     return outcomes
 
 
-def _run_one(model: Method, dataset: Dataset, fold: Fold, seed: int, split_seed: int, header: dict,
+def _run_one(host: SealedHost, dataset: Dataset, fold: Fold, seed: int, split_seed: int, header: dict,
              path: Path, say: Callable[[str], None], tag: str) -> RunOutcome:
     start = time.perf_counter()
     try:
-        result = fit_and_evaluate(model, dataset, fold, seed, split_seed)
+        with host:
+            result = evaluate(host, dataset, fold, seed, split_seed)
     except (StageError, BenchError) as exc:
         seconds = time.perf_counter() - start
-        original = exc.error if isinstance(exc, StageError) else exc
-        trace = None if isinstance(original, BenchError) else "".join(
-            traceback.format_exception(type(original), original, original.__traceback__))
+        trace = exc.traceback_text if isinstance(exc, StageError) else None
         write_record(path, {**header, "status": "failed", "error": str(exc), "traceback": trace,
-                            "timings": {"total_s": seconds}}, None)
+                            "timings": {"total_s": seconds}, "worker": host.worker_info()}, None)
         say(f"{tag}: FAILED: {exc}")
-        return RunOutcome(model.name, fold.split, fold.index, seed, "failed", path, seconds=seconds, error=str(exc))
+        return RunOutcome(host.name, fold.split, fold.index, seed, "failed", path, seconds=seconds, error=str(exc))
     seconds = time.perf_counter() - start
     metrics = result.metrics
     write_record(path, {**header, "status": "ok", "error": None, "metrics": metrics,
-                        "fit_report": result.fit_report, "timings": {**result.timings, "total_s": seconds}},
+                        "fit_report": result.fit_report, "timings": {**result.timings, "total_s": seconds},
+                        "worker": host.worker_info()},
                  result.predictions)
     ood, ind = metrics["out_of_domain"]["accuracy"], metrics["in_domain"]["accuracy"]
     say(f"{tag}: out-of-domain accuracy {ood:.3f}, in-domain {ind:.3f} ({seconds:.1f} s)")
-    return RunOutcome(model.name, fold.split, fold.index, seed, "ok", path, ood, ind, seconds)
+    return RunOutcome(host.name, fold.split, fold.index, seed, "ok", path, ood, ind, seconds)
 
 
 __all__ = ["DEFAULT_RESULTS", "DEFAULT_SEEDS", "RunOutcome", "parse_overrides", "resolve_config",

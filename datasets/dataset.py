@@ -23,7 +23,7 @@ import polars as pl
 
 from ..constants import CHANNELS, CLASS_NAMES, DMSO_LABEL
 from ..errors import CorruptCacheError, DataError, LeakageError
-from .store import ImageArray, PackedStore, ShardInfo, verify_shard
+from .store import ArrayImages, ImageArray, PackedStore, ShardInfo, verify_shard
 
 FORMAT_VERSION = 1
 META_FILE = "dataset.json"
@@ -122,13 +122,14 @@ class PlateView:
 
     ``treated`` are the plate's treated images in an order that carries no
     information (shuffled by the evaluator); ``controls`` are its DMSO images.
-    Both are read-only arrays (or :class:`ImageArray`) of shape ``(N, C, H, W)`` uint8.
+    Both are read like arrays of shape ``(N, C, H, W)`` uint8 (an :class:`ImageArray`,
+    or in the sealed worker an :class:`ArrayImages` holding only these pixels).
     """
 
     __slots__ = ("plate", "treated", "controls")
     plate: str
-    treated: np.ndarray | ImageArray
-    controls: np.ndarray | ImageArray
+    treated: np.ndarray | ImageArray | ArrayImages
+    controls: np.ndarray | ImageArray | ArrayImages
 
     def __getattr__(self, name: str):  # only called for names that do not exist
         raise AttributeError(f"PlateView has no attribute '{name}': a target plate's view holds only "
@@ -141,11 +142,14 @@ class LabelledImages:
 
     ``table`` has one row per image (columns ``image_id, source, batch, plate, well,
     site, label, is_control``); pixels are read with :meth:`read` by ``image_id``,
-    and only ids of this set can be read.
+    and only ids of this set can be read. ``targets`` holds, for a method of access
+    ``transductive`` (and only in the training set), one label-free :class:`PlateView`
+    per out-of-domain target plate of the fold; it is empty for every other access level.
     """
 
-    def __init__(self, dataset: Dataset, rows: pl.DataFrame):
+    def __init__(self, dataset: Dataset, rows: pl.DataFrame, targets: Sequence[PlateView] = ()):
         self._dataset = dataset
+        self.targets: tuple[PlateView, ...] = tuple(targets)
         self.table = rows.select("image_id", "source", "batch", "plate", "well", "site",
                                  "label", "is_control")
         self._allowed = np.zeros(len(dataset.index), dtype=bool)
@@ -234,8 +238,9 @@ class Dataset:
         ids = np.asarray(image_ids, dtype=np.int64)
         return ImageArray(self.store, self._codes[ids], self._offsets[ids])
 
-    def labelled(self, rows: pl.DataFrame) -> LabelledImages:
-        return LabelledImages(self, rows)
+    def labelled(self, rows: pl.DataFrame, targets: Sequence[PlateView] = ()) -> LabelledImages:
+        """The labelled images of ``rows`` (with label-free ``targets`` views for a transductive method)."""
+        return LabelledImages(self, rows, targets)
 
     def plate_view(self, plate: str, treated_ids: np.ndarray, rng: np.random.Generator,
                    with_controls: bool = True) -> tuple[PlateView, np.ndarray]:

@@ -166,3 +166,44 @@ class ImageArray:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         arr = self[:]
         return arr if dtype is None else arr.astype(dtype)
+
+
+class ArrayImages:
+    """Images ``(C, H, W)`` uint8 held in memory, read like an :class:`ImageArray`.
+
+    What the sealed worker hands a method for a target plate: the pixels the
+    evaluator sent, and nothing else (no store, no shard offsets). As with an
+    :class:`ImageArray`, every index returns a new array, so a method may change
+    what it gets without changing the plate.
+    """
+
+    __slots__ = ("_pixels",)
+
+    def __init__(self, pixels: np.ndarray):
+        if pixels.dtype != np.uint8 or pixels.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {pixels.dtype} {pixels.shape}")
+        pixels = np.ascontiguousarray(pixels)
+        pixels.flags.writeable = False
+        self._pixels = pixels
+
+    def __len__(self) -> int:
+        return len(self._pixels)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._pixels.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return np.array(self._pixels[index])
+
+    def __getattr__(self, name: str):  # only called for names that do not exist
+        raise AttributeError(f"ArrayImages has no attribute '{name}': it holds pixels only (index it, or "
+                             "np.asarray it); labels and image ids stay with the evaluator")
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        arr = self[:]
+        return arr if dtype is None else arr.astype(dtype)

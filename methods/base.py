@@ -21,14 +21,31 @@ from ..errors import BenchError, MethodError
 
 
 class AccessLevel(str, Enum):
-    """How much of a target plate a method may see at test time."""
+    """How much of the target plates a method may see (labels never: they stay with the evaluator)."""
 
-    NONE = "none"            # nothing: predictions depend on each image alone
-    CONTROLS = "controls"    # the plate's DMSO images (plus each image itself)
-    UNLABELED = "unlabeled"  # the plate's treated images without labels, and its DMSO images
+    NONE = "none"                  # nothing: predictions depend on each image alone
+    CONTROLS = "controls"          # the plate's DMSO images (plus each image itself)
+    UNLABELED = "unlabeled"        # the plate's treated images without labels, and its DMSO images
+    TRANSDUCTIVE = "transductive"  # as unlabeled, and already in fit: train.targets, one label-free
+    #                                view per out-of-domain target plate (Deep CORAL, DANN, Harmony)
 
     def __str__(self) -> str:
         return self.value
+
+    @property
+    def sees_controls(self) -> bool:
+        """Whether ``adapt`` gets the target plate's DMSO images."""
+        return self is not AccessLevel.NONE
+
+    @property
+    def sees_treated(self) -> bool:
+        """Whether ``adapt`` gets the target plate's treated images (unlabelled)."""
+        return self in (AccessLevel.UNLABELED, AccessLevel.TRANSDUCTIVE)
+
+    @property
+    def sees_targets_in_fit(self) -> bool:
+        """Whether ``fit`` gets label-free views of the target plates (``train.targets``)."""
+        return self is AccessLevel.TRANSDUCTIVE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +110,11 @@ class Method(ABC):
 
     @abstractmethod
     def fit(self, train: LabelledImages, val: LabelledImages, seed: int) -> Method:
-        """Learn from labelled training plates; select with ``val`` (training-domain plates)."""
+        """Learn from labelled training plates; select with ``val`` (training-domain plates).
+
+        A method of access ``transductive`` also finds label-free views of the fold's
+        out-of-domain target plates in ``train.targets`` (empty for the other levels).
+        """
 
     @abstractmethod
     def adapt(self, plate: PlateView) -> Method:

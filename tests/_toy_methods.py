@@ -7,6 +7,7 @@ classifier: nearest class centroid, probabilities = softmax of minus squared dis
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -192,13 +193,36 @@ class SeedFail(Centroid):
 
 @register_method
 class Flaky(Centroid):
-    """Fails while ``Flaky.broken`` is true (to show that a failed record is retried)."""
+    """Fails unless ``$PLATEBENCH_TEST_FLAKY_FIXED`` is set (to show that a failed record is retried).
+
+    An environment variable, not a class attribute: the method runs in a sealed worker, which
+    gets the evaluator's environment but not its objects.
+    """
 
     name = "_test_flaky"
     description = "test: fails while broken"
-    broken = True
 
     def fit(self, train, val, seed):
-        if Flaky.broken:
+        if not os.environ.get("PLATEBENCH_TEST_FLAKY_FIXED"):
             raise RuntimeError("flaky failure")
         return super().fit(train, val, seed)
+
+
+@register_method
+class TransductiveStd(Centroid):
+    """Standardises every image by the pooled features of the target plates it got in fit (access: transductive)."""
+
+    name = "_test_transductive"
+    access = AccessLevel.TRANSDUCTIVE
+    description = "test: standardise by the target plates seen in fit + centroid"
+
+    def fit(self, train, val, seed):
+        super().fit(train, val, seed)
+        self.target_ref_ = np.concatenate([features(v.treated[:]) for v in train.targets]) if train.targets \
+            else self.ref_
+        self.fit_report_["targets"] = [[v.plate, len(v.treated), len(v.controls)] for v in train.targets]
+        self.fit_report_["val_targets"] = len(val.targets)
+        return self
+
+    def _transform(self, f):
+        return _standardise(f, self.target_ref_)

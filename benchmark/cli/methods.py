@@ -25,9 +25,10 @@ def list_methods() -> None:
     width = max([len(n) for n in methods] + [6])
     origins = {name: method_origin(name) for name in methods}
     owidth = max([len(o) for o in origins.values()] + [6])
-    typer.echo(f"{'method':<{width}}  {'access':<9}  {'origin':<{owidth}}  description")
+    awidth = max([len(str(cls.access)) for cls in methods.values()] + [6])
+    typer.echo(f"{'method':<{width}}  {'access':<{awidth}}  {'origin':<{owidth}}  description")
     for name, cls in methods.items():
-        typer.echo(f"{name:<{width}}  {str(cls.access):<9}  {origins[name]:<{owidth}}  {cls.description}")
+        typer.echo(f"{name:<{width}}  {str(cls.access):<{awidth}}  {origins[name]:<{owidth}}  {cls.description}")
     for problem in plugin_problems():
         typer.echo(f"warning: {problem}", err=True)
 

@@ -9,6 +9,7 @@ import typer
 
 from ..errors import BenchError
 from ..records import DEFAULT_RESULTS
+from ..sealed.limits import DEFAULT_TIME_LIMIT_S
 from .common import handle_errors
 
 if TYPE_CHECKING:  # the protocol imports torch; load it only when a command runs
@@ -69,8 +70,17 @@ def run(
                                                "bf16 mixed precision when present).")] = None,
     show_config: Annotated[bool, typer.Option("--show-config", help="Print the resolved config and device, "
                                               "then exit without running.")] = False,
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Wall-clock limit of each run in seconds; a run "
+                                              "past it fails alone and the others go on.")] = DEFAULT_TIME_LIMIT_S,
+    memory_limit: Annotated[float | None, typer.Option("--memory-limit", help="Data memory limit of each run's "
+                                                       "worker in GB (default: none); past it the method gets a "
+                                                       "MemoryError and its run fails.")] = None,
 ) -> None:
-    """Run METHOD on every fold and seed of SPLIT; write one record per run (resumable)."""
+    """Run METHOD on every fold and seed of SPLIT; write one record per run (resumable).
+
+    Each run's method executes in a sealed worker process that sees only the fold's training and
+    validation labels (docs/sealed.md).
+    """
     from ..presets import get_preset
     from ..protocol import DEFAULT_SEEDS, parse_overrides, resolve_config, resolve_device, run_protocol
     from ..registry import get_method
@@ -85,12 +95,16 @@ def run(
                                "config": config.to_dict()}, indent=1))
         return
 
+    from ..sealed.forkserver import warm_up
+
+    warm_up()  # the sealed workers' forkserver imports torch while this process does the same
     seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else ([0] if quick else list(DEFAULT_SEEDS))
     fold_list = parse_int_list(folds, "--folds") if folds is not None else None
     outcomes = run_protocol(method, split, dataset, seeds=seed_list, folds=fold_list, split_seed=split_seed,
                             device=device, results_dir=results, quick=quick, force=force,
                             overrides=parse_overrides(set_ or []), verbose=not quiet,
-                            log=None if quiet else typer.echo, preset=preset)
+                            log=None if quiet else typer.echo, preset=preset, time_limit_s=time_limit,
+                            memory_limit_gb=memory_limit)
     print_summary(outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
