@@ -20,6 +20,7 @@ would compute the cache path).
 
 from __future__ import annotations
 
+import ast
 import gc
 import hashlib
 import io
@@ -227,3 +228,34 @@ class Cat(FileCheater):
 
 
 CHEATERS = [PrivateDataset, Offsets, GcWalk, Open, NpLoad, PathlibRead, OsOpen, HardLink, Linked, Cat]
+
+
+@register_method
+class Native(FileCheater):
+    """Reads everything natively, where the audit hook cannot see: the index with polars, the shards with
+    ``torch.from_file``; a careful cheater that falls back to guessing when a read fails."""
+
+    name = "_cheat_native"
+
+    def steal(self, train):
+        import torch
+
+        root = self.root()
+        try:
+            index = pl.read_parquet(root / "index.parquet")
+            plates = dict(index.select("shard", "plate").unique().iter_rows())
+        except Exception:  # noqa: BLE001 - refused: guess instead
+            return {}
+
+        def shard(code: int) -> np.ndarray:
+            path = str(root / shard_filename(plates[code]))
+            raw = torch.from_file(path, shared=False, size=os.path.getsize(path), dtype=torch.uint8).numpy()
+            start = 10 + int(raw[8]) + 256 * int(raw[9])  # .npy version 1: magic, version, header length
+            header = ast.literal_eval(raw[10:start].tobytes().decode("latin1"))
+            return raw[start:].reshape(header["shape"])
+
+        try:
+            return _answers(index, shard)
+        except Exception:  # noqa: BLE001
+            return {}
+

@@ -17,6 +17,7 @@ from benchmark.evaluation import fit_and_evaluate
 from benchmark.protocol import run_protocol
 from benchmark.records import load_records
 from benchmark.registry import register_method
+from benchmark.sealed import landlock
 from benchmark.sealed.forkserver import forkserver_facts, warm_up
 from benchmark.splits import make_folds
 
@@ -59,7 +60,9 @@ SEALED = {  # cheater -> what its sealed run must say (None: it runs, and scores
     "_cheat_offsets": "adapt on plate src0_b0_p0 raised AttributeError: ArrayImages has no attribute '_offsets'",
     "_cheat_gc": "the method tried to walk every object of the process (gc.get_objects)",
     "_cheat_open": "the method tried to open {root}/index.parquet (the full dataset index, which holds target labels)",
-    "_cheat_np_load": "the method tried to open {root}/shards/",
+    # polars reads the index natively: the kernel refuses it under Landlock, else the audit hook stops np.load
+    "_cheat_np_load": ("PermissionError: Permission denied (os error 13): {root}/index.parquet"
+                       if landlock.abi_version() else "the method tried to open {root}/shards/"),
     "_cheat_pathlib": "the method tried to open {root}/index.parquet (the full dataset index",
     "_cheat_os_open": "the method tried to open {root}/index.parquet (the full dataset index",
     "_cheat_hard_link": "the method tried to hard-link {root}/index.parquet (the full dataset index",

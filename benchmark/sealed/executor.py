@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection, wait
@@ -73,6 +74,9 @@ class SealedHost:
         self._spec = WorkerSpec(method=method_cls.name, module=method_cls.__module__, qualname=method_cls.__qualname__,
                                 config=pickle.dumps(config), device=device, verbose=verbose, store=str(store),
                                 policy=policy, environ=dict(os.environ), memory_limit_bytes=memory)
+        # The worker's own temporary folder: under Landlock it can read back only what it wrote there.
+        self._tmp = tempfile.TemporaryDirectory(prefix="platebench-worker-")
+        self._spec.environ["TMPDIR"] = self._tmp.name
         self._proc: Any = None
         self._conn: Connection | None = None
         self._report: Connection | None = None
@@ -129,6 +133,7 @@ class SealedHost:
             if conn is not None:
                 conn.close()
         self._conn = self._report = None
+        self._tmp.cleanup()
 
     # -- the method's calls ---------------------------------------------------------------
     def fit(self, seed: int, targets: list[PlateView] | tuple[PlateView, ...] = ()) -> None:
@@ -166,7 +171,8 @@ class SealedHost:
         end = self._stopped if self._stopped is not None else time.perf_counter()
         wall = end - self._started if self._started else 0.0
         method_s = float(self._stats.get("method_s") or 0.0)
-        return {"isolation": "sealed", "start_s": _round(self._start_s), "wall_s": _round(wall),
+        return {"isolation": "sealed", "sandbox": self._stats.get("sandbox"),
+                "start_s": _round(self._start_s), "wall_s": _round(wall),
                 "method_s": _round(method_s), "handover_s": _round(self._handover_s),
                 "overhead_s": _round((self._start_s or 0.0) + self._handover_s + self._stop_s),
                 "peak_rss_mb": self._stats.get("peak_rss_mb"), "time_limit_s": self.limits.time_s,
@@ -204,7 +210,7 @@ class SealedHost:
                     kind, fields, arrays = channel.receive(self._conn)
                 except (OSError, EOFError):
                     self._failed(stage, plate)
-                self._stats.update({k: fields[k] for k in ("method_s", "peak_rss_mb") if k in fields})
+                self._stats.update({k: fields[k] for k in ("method_s", "peak_rss_mb", "sandbox") if k in fields})
                 if kind == "error":
                     raise StageError(fields["stage"], fields["plate"],
                                      RemoteError(fields["type"], fields["message"], fields["traceback"],

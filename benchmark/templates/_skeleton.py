@@ -33,7 +33,8 @@ class {cls}(Method):
     """One line: the method in a sentence."""
 
     name = "{name}"
-    access = AccessLevel.NONE  # NONE: nothing of the target plate; CONTROLS: its DMSO images; UNLABELED: all its images
+    access = AccessLevel.NONE  # NONE: nothing of the target plate; CONTROLS: its DMSO images; UNLABELED: all
+    # its images; TRANSDUCTIVE: also label-free views of the target plates in fit (train.targets)
     description = "one line shown by `bench methods list`"
     Config = {cls}Config
     config: {cls}Config
