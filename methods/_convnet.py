@@ -14,19 +14,21 @@ accuracy for three quarters of the compute.
 from __future__ import annotations
 
 import dataclasses
+import time
 from abc import abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from ..core.accel import accelerate, loader_workers, mixed_precision
 from ..core.backbones import create_backbone, n_parameters
-from ..core.loader import epochs
+from ..core.loader import epochs, n_domains
 from ..core.network import Network
 from ..core.preprocess import Preprocessor, channel_stats, check_crop
 from ..core.recipe import Recipe
-from ..core.training import TrainSettings, check_schedule, stderr_progress, train_model
+from ..core.source_cache import code_version, current_fold, key_digest, source_cache
+from ..core.training import TrainSettings, bind_loss, check_schedule, stderr_progress, train_model
 from ..core.validation import ValidationSet
 from ..datasets.dataset import LabelledImages, PlateView
 from .base import Method, MethodConfig
@@ -70,6 +72,8 @@ class ConvNetMethod(Method):
 
     # -- the method API ------------------------------------------------------------------------
     def fit(self, train: LabelledImages, val: LabelledImages, seed: int) -> ConvNetMethod:
+        if self._start_from_source(train, seed):  # source-model cache hit: the cached ERM weights, not retrained
+            return self
         recipe = self.recipe()
         self._setup(train, seed)
         net = self.net
@@ -79,10 +83,14 @@ class ConvNetMethod(Method):
                                  patience=cfg.patience, grad_accum=cfg.grad_accum, schedule=cfg.schedule)
         progress = stderr_progress(f"{self.name} seed {seed}") if self.verbose else None
         steps = epochs(train, recipe.batches, self.preprocess_, loader_workers(self.device))
-        with recipe.training_norm.applied(self.model_, recipe.loss) as loss:
+        # a loss with parameters of its own (DANN's domain head) trains them in groups of their own
+        base_loss, extra = bind_loss(recipe.loss, self.model_, n_domains(train))
+        params = [{"params": list(self.model_.parameters())}, *extra] if extra else None
+        with recipe.training_norm.applied(self.model_, base_loss) as loss:
             report = train_model(self.model_, steps, lambda model: validation.loss(net), settings, seed, progress,
-                                 loss=loss)
+                                 loss=loss, params=params)
         self.fit_report_ = {**report, **self._report(train)}
+        self._keep_source()
         return self
 
     def adapt(self, plate: PlateView) -> ConvNetMethod:
@@ -98,6 +106,55 @@ class ConvNetMethod(Method):
         self._check_adapted("plate_norm_")
         net = self.net
         return softmax(self.plate_norm_.logits(net, net.pixels(images)))
+
+    # -- the source-model cache (benchmark.core.source_cache) -----------------------------------
+    starts_from: ClassVar[type[ConvNetConfig] | None] = None
+    """The config class of the model this method trains exactly as (``ERMConfig``: AdaBN, TENT, DeYO, ROID), or
+    None. Then, in a sealed worker, ``fit`` loads the fold's cached model of the same seed, config fields of that
+    class, training axes and code version when there is one, and caches what it trained otherwise."""
+
+    def _source_key(self, seed: int) -> dict[str, Any] | None:
+        fold = current_fold()
+        if self.starts_from is None or fold is None:
+            return None
+        recipe = self.recipe()
+        return {"fold": fold.key(), "seed": int(seed), "device": str(self.device), "code": code_version(),
+                "config": {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.starts_from)},
+                "training": {"batches": repr(recipe.batches), "training_norm": repr(recipe.training_norm),
+                             "validation": repr(recipe.validation),
+                             "loss": f"{recipe.loss.__module__}.{recipe.loss.__qualname__}"}}
+
+    def _start_from_source(self, train: LabelledImages, seed: int) -> bool:
+        """Remember the seed; on a cache hit set the model up with the cached weights and report, and say True."""
+        self.seed_ = int(seed)
+        self.source_ = {"cached": False}
+        key, cache = self._source_key(seed), source_cache()
+        if key is None or cache is None:
+            self.source_ = {"cached": False, "why": "not a source-model method" if self.starts_from is None
+                            else "no fold scope (an in-process run)"}
+            return False
+        start = time.perf_counter()
+        self._setup(train, seed)
+        entry = cache.load(key, self.model_.state_dict())
+        if entry is None:
+            self.source_ = {"cached": False, "key": key_digest(key)}
+            return False
+        self.model_.load_state_dict(entry.state)
+        self.model_.eval()
+        self.source_ = {"cached": True, "key": key_digest(key), "load_s": round(time.perf_counter() - start, 3)}
+        self.fit_report_ = {**entry.report, **self._report(train), "source_model": self.source_}
+        return True
+
+    def _keep_source(self) -> None:
+        """After training: cache the model (when :meth:`_start_from_source` found none) and report it."""
+        key, cache = self._source_key(self.seed_), source_cache()
+        if key is not None and cache is not None:
+            report = {k: v for k, v in self.fit_report_.items() if k != "source_model"}
+            try:
+                self.source_ = {**self.source_, "saved": cache.save(key, self.model_.state_dict(), report).name}
+            except OSError as exc:  # a full or read-only cache costs a retraining next time, not this run
+                self.source_ = {**self.source_, "not_saved": str(exc)}
+        self.fit_report_ = {**self.fit_report_, "source_model": self.source_}
 
     # -- plumbing ------------------------------------------------------------------------------
     @property

@@ -8,7 +8,7 @@ import torch
 from benchmark.core.bn import batch_stats_context, bn_layers
 from benchmark.core.network import Network
 from benchmark.core.preprocess import ChannelStats, Preprocessor
-from benchmark.core.tta import TestTimeOptimisation, bn_affine_parameters, source_weights_restored
+from benchmark.core.tta import TestTimeOptimisation, bn_affine_parameters, pass_generator, source_weights_restored
 from benchmark.datasets.dataset import PlateView
 
 
@@ -77,7 +77,7 @@ def test_a_batch_is_predicted_before_its_update_and_outputs_follow_the_input_ord
     net, plate = _net(), _plate(1)
     policy = TestTimeOptimisation(entropy, batch_size=6, lr=0.5, seed=3)
     logits = _predict(policy, net, plate)
-    order = np.random.default_rng(3).permutation(12)
+    order = pass_generator(3, plate.plate).permutation(12)
     pixels = net.pixels(plate.treated)
     with torch.no_grad(), batch_stats_context(net.model) as model:
         first = model(net.inputs(pixels[order[:6]]))
@@ -99,7 +99,7 @@ def test_no_loss_means_no_update_and_a_fresh_objective_per_plate():
     _predict(policy, net, plate)
     assert len(made) == 2
     with torch.no_grad(), batch_stats_context(net.model) as model:
-        order = np.random.default_rng(0).permutation(12)
+        order = pass_generator(0, plate.plate).permutation(12)
         expected = model(net.inputs(net.pixels(plate.treated)[order]))
     torch.testing.assert_close(logits[torch.as_tensor(order)], expected)
 

@@ -3,7 +3,9 @@
 :func:`epochs` is the epoch function :func:`benchmark.core.training.train_model` takes:
 each call draws the epoch's batches from a :class:`~benchmark.core.sampler.BatchComposition`
 and reads them. Every :class:`~benchmark.core.training.Step` carries the targets (``-1``
-for DMSO context) and the domain of every image: the index of its plate in ``train.plates``.
+for DMSO context and for unlabelled target-plate images) and the domain of every image: the
+index of its plate in ``train.plates``, or for a target-plate image ``len(train.plates)`` plus
+the index of its plate in ``train.targets`` (:func:`n_domains` counts them).
 
 With ``workers=0`` (the CPU default) batches are read and augmented in this process,
 in order, drawing augmentations from the epoch's generator. With ``workers > 0`` (the
@@ -32,8 +34,26 @@ from .training import SizedEpoch, Step
 
 
 def batch_targets(train: LabelledImages, batch: Batch) -> np.ndarray:
-    """Class index per image of ``batch``; DMSO context images get ``-1`` (not in the loss)."""
-    return np.where(batch.is_context, DMSO_LABEL, train.labels(batch.image_ids))
+    """Class index per image of ``batch``; DMSO context and target-plate images get ``-1`` (not in the loss)."""
+    labelled = np.where(batch.is_context, DMSO_LABEL, train.labels(batch.image_ids))
+    return np.concatenate([labelled, np.full(len(batch.target_rows), DMSO_LABEL, dtype=labelled.dtype)])
+
+
+def read_batch(train: LabelledImages, batch: Batch) -> np.ndarray:
+    """uint8 pixels of ``batch``: its images of ``train``, then its target-plate images (``train.targets``)."""
+    pixels = train.read(batch.image_ids)
+    if not len(batch.target_rows):
+        return pixels
+    unlabelled = np.empty((len(batch.target_rows), *pixels.shape[1:]), dtype=pixels.dtype)
+    for i in np.unique(batch.target_rows[:, 0]):
+        at = np.flatnonzero(batch.target_rows[:, 0] == i)
+        unlabelled[at] = train.targets[i].treated[batch.target_rows[at, 1]]
+    return np.concatenate([pixels, unlabelled])
+
+
+def n_domains(train: LabelledImages) -> int:
+    """Number of domain ids of ``train``'s steps: its training plates, then its target plates."""
+    return len(train.plates) + len(train.targets)
 
 
 class PlateCodes:
@@ -45,10 +65,15 @@ class PlateCodes:
         codes = np.array([position[p] for p in train.table["plate"].to_list()], dtype=np.int64)
         order = np.argsort(ids, kind="stable")
         self._ids, self._codes = ids[order], codes[order]
+        self._n_plates = len(train.plates)
 
     def __call__(self, image_ids: np.ndarray) -> np.ndarray:
         """The plate index of every id (ids of ``train`` only)."""
         return self._codes[np.searchsorted(self._ids, image_ids)]
+
+    def of(self, batch: Batch) -> np.ndarray:
+        """The domain of every image of ``batch``: plate index, or ``len(train.plates)`` + target index."""
+        return np.concatenate([self(batch.image_ids), self._n_plates + batch.target_rows[:, 0]])
 
 
 class _AugmentedBatches(TorchDataset):
@@ -63,9 +88,9 @@ class _AugmentedBatches(TorchDataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch = self.batches[i]
-        pixels = random_crop_flip(self.train.read(batch.image_ids), self.crop, np.random.default_rng(self.seeds[i]))
+        pixels = random_crop_flip(read_batch(self.train, batch), self.crop, np.random.default_rng(self.seeds[i]))
         return (torch.from_numpy(pixels), torch.as_tensor(batch_targets(self.train, batch), dtype=torch.long),
-                torch.as_tensor(self.domains(batch.image_ids), dtype=torch.long))
+                torch.as_tensor(self.domains.of(batch), dtype=torch.long))
 
 
 def training_steps(train: LabelledImages, batches: Sequence[Batch], preprocess: Preprocessor,
@@ -86,9 +111,9 @@ def training_steps(train: LabelledImages, batches: Sequence[Batch], preprocess: 
     domains = PlateCodes(train) if domains is None else domains
     if workers <= 0:
         for batch in batches:
-            inputs = preprocess.train(train.read(batch.image_ids), rng)
+            inputs = preprocess.train(read_batch(train, batch), rng)
             yield Step(inputs, torch.as_tensor(batch_targets(train, batch), dtype=torch.long, device=device),
-                       torch.as_tensor(domains(batch.image_ids), dtype=torch.long, device=device))
+                       torch.as_tensor(domains.of(batch), dtype=torch.long, device=device))
         return
     seeds = rng.integers(0, 2**63 - 1, size=len(batches))
     loader = DataLoader(_AugmentedBatches(train, batches, preprocess.crop, seeds, domains), batch_size=None,

@@ -4,9 +4,11 @@
 axis               choices (core)                                               field
 =================  ===========================================================  ==========================
 training batches   :class:`MixedBatches`, :class:`OnePlateBatches`              ``batches``
-                   (a :class:`PlateContext`: treated + DMSO of one plate)
+                   (a :class:`PlateContext`: treated + DMSO of one plate),
+                   :class:`WithTargetImages` (+ unlabelled target-plate images)
 training BN        :class:`BatchStatistics`, :class:`ControlRows`               ``training_norm``
-training loss      :func:`cross_entropy_loss`, or any ``(model, step) -> loss``  ``loss``
+training loss      :func:`cross_entropy_loss`, any ``(model, step) -> loss``,   ``loss``
+                   or a :class:`LossWithParameters` (a domain head)
 validation BN      a :class:`NormSource`                                        ``validation``
 test BN            a :class:`NormSource`: :class:`RunningStats`,                ``test``
                    :class:`ChunkStats`, :class:`PlateStats`,
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 from .bn_policies import BatchStatistics, NormSource, TrainingNorm
 from .sampler import BatchComposition
-from .training import TrainingLoss, cross_entropy_loss
+from .training import LossWithParameters, TrainingLoss, cross_entropy_loss
 
 
 @dataclass(frozen=True)
@@ -34,4 +36,4 @@ class Recipe:
     validation: NormSource                             # BN statistics of the validation plates (model selection)
     test: NormSource                                   # BN statistics (and parameter changes) on a target plate
     training_norm: TrainingNorm = BatchStatistics()    # BN statistics of a training mini-batch
-    loss: TrainingLoss = cross_entropy_loss            # training loss of a step (extra terms: CORAL, DANN)
+    loss: TrainingLoss | LossWithParameters = cross_entropy_loss  # training loss of a step (extra terms: CORAL, DANN)

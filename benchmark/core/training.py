@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -41,6 +41,26 @@ class Step(NamedTuple):
 
 TrainingLoss = Callable[[torch.nn.Module, Step], torch.Tensor]
 """``(model, step) -> scalar loss``: runs the forward pass of one step and scores it."""
+
+
+class LossWithParameters(Protocol):
+    """A training loss with parameters of its own (DANN's domain head), built once the model is.
+
+    ``build(model, n_domains)`` returns the :data:`TrainingLoss` and the Adam parameter
+    groups of those parameters (each may set its own ``lr``); ``n_domains`` counts the
+    domain ids the steps carry (:func:`benchmark.core.loader.n_domains`).
+    """
+
+    def build(self, model: torch.nn.Module, n_domains: int) -> tuple[TrainingLoss, list[dict[str, Any]]]:
+        ...
+
+
+def bind_loss(loss: TrainingLoss | LossWithParameters, model: torch.nn.Module, n_domains: int
+              ) -> tuple[TrainingLoss, list[dict[str, Any]]]:
+    """``(training loss, extra parameter groups)`` of a recipe's loss: built if it has parameters, else as is."""
+    if hasattr(loss, "build"):
+        return loss.build(model, n_domains)
+    return loss, []  # type: ignore[return-value]
 
 
 def cross_entropy_loss(model: torch.nn.Module, step: Step) -> torch.Tensor:

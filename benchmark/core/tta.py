@@ -14,6 +14,7 @@ restores the source weights afterwards, so nothing carries over from one plate (
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ ObjectiveFactory = Callable[[np.random.Generator], Objective]
 
 AfterStep = Callable[[list[torch.nn.Parameter], list[torch.Tensor]], None]
 """Called under ``no_grad`` after every update with the adapted parameters and their source values."""
+
+
+def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy ``-Σ_c p_c log p_c`` of every row's softmax (natural log): TENT's loss, DeYO's and ROID's filters."""
+    return -(logits.softmax(1) * logits.log_softmax(1)).sum(1)
 
 
 def bn_affine_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -66,7 +72,8 @@ class TestTimeOptimisation(NormSource):
     objective : a fresh :data:`Objective` per pass, from the pass's generator.
     batch_size : treated images per step (the last batch may be smaller).
     lr : Adam learning rate.
-    seed : seeds the order of the pass (the same images always give the same predictions).
+    seed : with the plate's name, seeds the pass (its order and the objective's generator, :func:`pass_generator`):
+        the same images of the same plate always give the same predictions.
     after_step : optional :data:`AfterStep` (e.g. a pull of the parameters toward the source).
     """
 
@@ -80,7 +87,12 @@ class TestTimeOptimisation(NormSource):
 
     def prepare(self, net: Network, plate: str, treated: torch.Tensor | None,
                 controls: torch.Tensor | None) -> PlateNorm:
-        return OnlinePass(self)
+        return OnlinePass(self, plate)
+
+
+def pass_generator(seed: int, plate: str) -> np.random.Generator:
+    """The generator of one plate's pass, from the fit seed and a stable hash (CRC-32) of the plate's name."""
+    return np.random.default_rng([seed, zlib.crc32(plate.encode())])
 
 
 @dataclass(frozen=True)
@@ -88,10 +100,11 @@ class OnlinePass:
     """The plate state of :class:`TestTimeOptimisation`: ``logits`` runs one pass over the images it predicts."""
 
     policy: TestTimeOptimisation
+    plate: str = ""
 
     def logits(self, net: Network, pixels: torch.Tensor) -> torch.Tensor:
         policy, model = self.policy, net.model
-        rng = np.random.default_rng(policy.seed)
+        rng = pass_generator(policy.seed, self.plate)
         order = rng.permutation(len(pixels))
         outputs = []
         with source_weights_restored(model), torch.enable_grad():

@@ -45,6 +45,7 @@ from ..splits import Fold
 FOLD_FILE = "fold.json"
 FORMAT = 1
 SEALED_DIR = "sealed"
+MODELS_DIR = "models"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,20 @@ def sealed_path(dataset: Dataset, fold: Fold, split_seed: int, cache: Path | Non
     """Where the sealed store of ``fold`` of ``dataset`` lives (see module docstring)."""
     return (sealed_root(cache) / f"{dataset.name}-{dataset.fingerprint}" / f"{fold.split}-seed{split_seed}"
             / f"fold{fold.index}-{fold_digest(fold)}")
+
+
+def models_path(sealed_folder: Path | str) -> Path | None:
+    """The fold's source-model folder (:mod:`benchmark.core.source_cache`) beside its sealed store:
+    ``<cache>/sealed/<rest>`` -> ``<cache>/models/<rest>``; None for a folder outside a ``sealed`` tree.
+
+    It holds only models trained on this fold's training data; a worker may read and write it and no other
+    fold's (whose models were trained on labels that may cover this fold's target plates).
+    """
+    folder = Path(os.path.realpath(sealed_folder))
+    for parent in folder.parents:
+        if parent.name == SEALED_DIR:
+            return parent.parent / MODELS_DIR / folder.relative_to(parent)
+    return None
 
 
 def ensure_sealed_fold(dataset: Dataset, fold: Fold, split_seed: int, cache: Path | None = None) -> SealedFold:

@@ -3,7 +3,7 @@
 :func:`protected_files` walks the dataset folder and the platebench cache once and
 names every file in them (and its inode, so a hard link elsewhere is recognised);
 :func:`run_policy` cuts that down for one run: everything except the run's own
-sealed fold folder.
+sealed fold folder and the fold's source-model folder beside it.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from ..datasets.dataset import INDEX_FILE, META_FILE, Dataset
 from ..errors import BenchError
 from ..paths import CACHE_ENV
 from .audit import Policy
-from .foldstore import SEALED_DIR
+from .foldstore import MODELS_DIR, SEALED_DIR, models_path
 
 INDEX_WHAT = "the full dataset index, which holds target labels"
 META_WHAT = "the full dataset's manifest"
 DATASET_WHAT = "inside the full dataset's folder"
 CACHE_WHAT = "inside the platebench cache, outside this run's sealed fold folder"
 SEALED_WHAT = "another fold's sealed store, whose training labels may cover this fold's target plates"
+MODELS_WHAT = "another fold's source models, trained on labels that may cover this fold's target plates"
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ def protected_files(dataset: Dataset, cache: Path) -> ProtectedFiles:
     inodes: dict[tuple[int, int], str] = {}
     for folder in (root, cache_root):
         for path in _walk(folder):
-            files.setdefault(path, SEALED_WHAT if _under(path, os.path.join(cache_root, SEALED_DIR)) else "")
+            files.setdefault(path, SEALED_WHAT if _under(path, os.path.join(cache_root, SEALED_DIR))
+                             else MODELS_WHAT if _under(path, os.path.join(cache_root, MODELS_DIR)) else "")
             try:
                 st = os.stat(path)
             except OSError:
@@ -55,11 +57,13 @@ def protected_files(dataset: Dataset, cache: Path) -> ProtectedFiles:
 
 def run_policy(protected: ProtectedFiles, sealed_folder: Path, pids: tuple[int, ...] = (),
                sockets: tuple[str, ...] = ()) -> Policy:
-    """The policy of one run: ``protected`` minus ``sealed_folder`` (which the worker reads)."""
-    allowed = os.path.realpath(sealed_folder)
-    keep = {k: p for k, p in protected.inodes.items() if not _under(p, allowed)}
-    files = {p: w for p, w in protected.files.items() if not _under(p, allowed)}
-    return Policy(protected=protected.folders, allowed=(allowed,), files=files, inodes=keep,
+    """The policy of one run: ``protected`` minus ``sealed_folder`` (which the worker reads) and the fold's
+    source-model folder beside it (which the worker reads and writes: :func:`~.foldstore.models_path`)."""
+    models = models_path(sealed_folder)
+    allowed = (os.path.realpath(sealed_folder), *([str(models)] if models is not None else []))
+    keep = {k: p for k, p in protected.inodes.items() if not any(_under(p, a) for a in allowed)}
+    files = {p: w for p, w in protected.files.items() if not any(_under(p, a) for a in allowed)}
+    return Policy(protected=protected.folders, allowed=allowed, files=files, inodes=keep,
                   sockets=tuple(sockets), pids=tuple(pids))
 
 

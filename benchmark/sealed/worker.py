@@ -5,8 +5,9 @@ in this order:
 
 1. adopt the evaluator's environment variables; drop ``sys.path`` entries that lie in a
    protected folder;
-2. install the audit hook (:mod:`benchmark.sealed.audit`), so everything after it is audited,
-   the method's own module included; apply the memory limit;
+2. make the protected folders unreadable at the kernel level where Linux Landlock is available
+   (:mod:`benchmark.sealed.landlock`), then install the audit hook (:mod:`benchmark.sealed.audit`),
+   so everything after it is audited, the method's own module included; apply the memory limit;
 3. resolve the method with :func:`benchmark.registry.get_method` (built-ins, then
    entry-point plugins), or by importing the module that defines it;
 4. open the sealed fold store and build ``train`` / ``val`` from it; build the method;
@@ -16,6 +17,10 @@ Then it answers the evaluator's messages (:mod:`benchmark.sealed.channel`): ``fi
 (seed and, for a transductive method, the target plates' pixels), ``plate`` (one plate's
 treated images and controls: ``adapt`` on the view cut to the method's access level, then
 ``predict``), ``stop`` (the fit report). It never sees a target label, a well or an image id.
+
+``fit`` runs inside :func:`benchmark.core.source_cache.fold_scope` with the fold's identity (dataset name
+and fingerprint, split, split seed, fold index, digest of its ids) and its source-model folder, the only
+part of the cache besides its sealed store the worker may write.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import pickle
 import resource
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -36,9 +42,10 @@ import numpy as np
 from ..datasets.dataset import LabelledImages, PlateView
 from ..datasets.store import ArrayImages
 from ..errors import BenchError, UnknownNameError
-from . import audit, channel
+from . import audit, channel, landlock
 from .audit import Policy
-from .foldstore import open_sealed_fold
+from ..core.source_cache import FoldIdentity, fold_scope
+from .foldstore import models_path, open_sealed_fold
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,10 @@ def serve(conn: Connection, report: Connection, spec: WorkerSpec) -> None:
     os.environ.clear()
     os.environ.update(spec.environ)
     _drop_protected_paths(spec.policy)
+    _make_models_folder(spec.store)  # before Landlock and the hook: the folders above it are the cache's
+    tempfile.tempdir = os.environ.get("TMPDIR") or None  # the run's own temporary folder (see SealedHost)
+    sandbox = landlock.restrict_reads([folder for folder, _ in spec.policy.protected],
+                                      [*spec.policy.allowed, *([tempfile.tempdir] if tempfile.tempdir else [])])
     hook = audit.install(spec.policy, report.fileno())
     if spec.memory_limit_bytes:
         resource.setrlimit(resource.RLIMIT_DATA, (spec.memory_limit_bytes, resource.getrlimit(resource.RLIMIT_DATA)[1]))
@@ -71,7 +82,7 @@ def serve(conn: Connection, report: Connection, spec: WorkerSpec) -> None:
         channel.send(conn, "error", exc.payload)
         return
     hook.seal()
-    channel.send(conn, "ready", session.stats())
+    channel.send(conn, "ready", {**session.stats(), "sandbox": sandbox})
     session.serve(conn)
 
 
@@ -94,6 +105,7 @@ class _Session:
         except BaseException as exc:  # noqa: BLE001 - reported to the evaluator as the run's failure
             raise _SetupError(error_payload("setup", None, exc, spec)) from None
         self.train_rows, self.val_rows = self.dataset.index[train_ids], self.dataset.index[val_ids]
+        self.fold = fold_identity(self.dataset.meta.settings, spec.store)
         try:
             self.model = self.cls(config, device=spec.device, verbose=spec.verbose)
             if spec.device.startswith("cuda"):  # CUDA's own set-up loads libraries with ctypes: before sealing
@@ -144,7 +156,8 @@ class _Session:
                    for i, p in enumerate(fields["targets"])]
         train = LabelledImages(self.dataset, self.train_rows, targets)
         val = LabelledImages(self.dataset, self.val_rows)
-        self._call("fit", None, lambda: self.model.fit(train, val, fields["seed"]))
+        with fold_scope(self.fold):  # the source-model cache's folder and key (benchmark.core.source_cache)
+            self._call("fit", None, lambda: self.model.fit(train, val, fields["seed"]))
         return "fitted", {}, []
 
     def _plate(self, fields: dict, arrays: list[np.ndarray]) -> tuple[str, dict, list[np.ndarray]]:
@@ -206,6 +219,28 @@ def resolve(spec: WorkerSpec) -> type:
                          f"{spec.qualname} ({type(exc).__name__}: {exc}); register it in an importable module "
                          "or a plugin package") from None
     return found
+
+
+def fold_identity(settings: dict[str, Any], store: str) -> FoldIdentity | None:
+    """The fold a sealed store holds (from its ``dataset.json`` settings) and its models folder; None if unknown."""
+    fold, models = settings.get("sealed_fold"), models_path(store)
+    if not isinstance(fold, dict) or models is None:
+        return None
+    try:
+        return FoldIdentity(dataset=str(fold["dataset"]), fingerprint=str(fold["fingerprint"]),
+                            split=str(fold["split"]), split_seed=int(fold["split_seed"]), fold=int(fold["fold"]),
+                            digest=str(fold["digest"]), folder=str(models))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _make_models_folder(store: str) -> None:
+    models = models_path(store)
+    if models is not None:
+        try:
+            os.makedirs(models, exist_ok=True)
+        except OSError:
+            pass  # a read-only cache: methods train their source model instead of caching it
 
 
 def _leave() -> None:
