@@ -44,6 +44,7 @@ from .errors import BenchError
 from .evaluation import LocalHost, StageError, _view_for, evaluate, target_views
 from .evaluation import check_probabilities as validate_probabilities
 from .methods.base import AccessLevel, Method, MethodConfig
+from .private_reads import watching
 from .protocol import resolve_config
 from .registry import get_method, signature_problems
 from .sealed.executor import WorkerFailure
@@ -433,11 +434,23 @@ def check_sealed(ctx: CheckContext) -> str:
     cols = [c for c in sealed.predictions.columns if c.startswith("prob_")]
     diff = _differ(sealed.predictions.select(cols).to_numpy(), local.predictions.select(cols).to_numpy())
     if diff > TOLERANCE:
+        found = _private_reads(ctx)
+        what = (f"it read the private attribute(s) {', '.join(found)}, which lead to the whole dataset in process"
+                if found else "it uses something only the in-process objects lead to (objects found through gc, "
+                "the dataset's files, private attributes)")
         raise CheckFailed(f"predictions in a sealed worker differ by up to {diff:.3g} from the same fit in process: "
-                          "the method uses something only the in-process objects lead to (private attributes such as "
-                          "train._dataset or plate.treated._store, objects found through gc, the dataset's files); "
-                          "use only the public API of train, val and the plate view (docs/sealed.md)")
+                          f"{what}; use only the public API of train, val and the plate view (docs/sealed.md)")
     return f"{ran}; predictions the same as in process"
+
+
+def _private_reads(ctx: CheckContext) -> list[str]:
+    """Fit and evaluate once more in process, recording the private attributes the method reads."""
+    with watching() as seen:
+        try:
+            evaluate(LocalHost(ctx.instance(), ctx.data.dataset, ctx.data.fold), ctx.data.dataset, ctx.data.fold, SEED)
+        except (StageError, BenchError, CheckFailed):
+            pass  # what it read before failing is the diagnosis
+    return seen
 
 
 CHECKS: dict[str, Callable[[CheckContext], str]] = {

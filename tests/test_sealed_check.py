@@ -30,9 +30,9 @@ def cheat_root(monkeypatch):
     ("_cheat_gc", "the method tried to walk every object of the process (gc.get_objects)"),
     ("_cheat_offsets", "in a sealed worker: adapt on plate lab3_b1_p1 raised AttributeError: ArrayImages has no "
                        "attribute '_offsets'"),
-    ("_cheat_private_dataset", "predictions in a sealed worker differ by up to 0.875 from the same fit in process: the "
-                               "method uses something only the in-process objects lead to (private attributes such as "
-                               "train._dataset"),
+    ("_cheat_private_dataset", "predictions in a sealed worker differ by up to 0.875 from the same fit in process: it "
+                               "read the private attribute(s) LabelledImages._dataset, PackedStore._map, which lead to the "
+                               "whole dataset in process"),
 ])
 def test_bench_methods_check_fails_a_cheater_naming_the_path(cheat_root, name, message):
     assert method_origin(name) == "_cheaters"
@@ -48,3 +48,17 @@ def test_an_honest_method_passes_the_sealed_check_with_its_numbers():
     assert result.status == "passed", result.message
     assert "ran in a sealed worker (start-up" in result.message and "nothing refused" in result.message
     assert result.message.endswith("predictions the same as in process")
+
+
+def test_the_private_read_watch_sees_only_code_outside_platebench():
+    from benchmark.private_reads import watching
+
+    train = check_data().train
+    with watching() as seen:
+        train.treated_ids()  # platebench's own methods read private attributes freely
+        assert seen == []
+        getattr(train, "_dataset")
+        getattr(train, "_dataset")
+    assert seen == ["LabelledImages._dataset"]
+    getattr(train, "_dataset")  # outside the watch: nothing is patched any more
+    assert "__getattribute__" not in type(train).__dict__
