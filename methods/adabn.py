@@ -7,7 +7,9 @@ time every BN layer's statistics are re-estimated on the target plate's treated 
 the plate is forwarded with batch statistics and the statistics are averaged over its
 chunks (one chunk when the plate has at most ``eval_batch_size`` images), then every
 image is predicted in evaluation mode with those statistics. The weights never change;
-the plate is the target domain.
+the plate is the target domain. In a sealed run the ERM model comes from the source-model
+cache when the fold's model of the same seed and config was trained before
+(:mod:`benchmark.core.source_cache`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class AdaBN(ConvNetMethod):
     description = "ERM-trained ResNet; BN statistics re-estimated on the target plate's treated images (AdaBN)"
     Config = ERMConfig
     config: ERMConfig
+    starts_from = ERMConfig  # trains exactly as ERM: a sealed run loads the fold's cached ERM model
 
     def recipe(self) -> Recipe:
         whole_plate = PlateContext(n_treated=self.config.eval_batch_size)  # the plate's treated images, in chunks

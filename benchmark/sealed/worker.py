@@ -18,9 +18,10 @@ Then it answers the evaluator's messages (:mod:`benchmark.sealed.channel`): ``fi
 treated images and controls: ``adapt`` on the view cut to the method's access level, then
 ``predict``), ``stop`` (the fit report). It never sees a target label, a well or an image id.
 
-``fit`` runs inside :func:`benchmark.core.source_cache.fold_scope` with the fold's identity (dataset name
-and fingerprint, split, split seed, fold index, digest of its ids) and its source-model folder, the only
-part of the cache besides its sealed store the worker may write.
+``fit`` of a built-in method runs inside :func:`benchmark.core.source_cache.fold_scope` with the fold's
+identity (dataset name and fingerprint, split, split seed, fold index, digest of its ids) and its
+source-model folder, the only part of the cache besides its sealed store the worker may touch (read and
+write); for any other method that folder is protected like the rest of the cache (:func:`models_access`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -42,9 +43,9 @@ import numpy as np
 from ..datasets.dataset import LabelledImages, PlateView
 from ..datasets.store import ArrayImages
 from ..errors import BenchError, UnknownNameError
+from ..core.source_cache import FoldIdentity, fold_scope
 from . import audit, channel, landlock
 from .audit import Policy
-from ..core.source_cache import FoldIdentity, fold_scope
 from .foldstore import models_path, open_sealed_fold
 
 
@@ -68,8 +69,10 @@ def serve(conn: Connection, report: Connection, spec: WorkerSpec) -> None:
     """Entry point of a worker process (see module docstring)."""
     os.environ.clear()
     os.environ.update(spec.environ)
+    spec = models_access(spec)
     _drop_protected_paths(spec.policy)
-    _make_models_folder(spec.store)  # before Landlock and the hook: the folders above it are the cache's
+    if uses_models(spec):
+        _make_models_folder(spec.store)  # before Landlock and the hook: the folders above it are the cache's
     tempfile.tempdir = os.environ.get("TMPDIR") or None  # the run's own temporary folder (see SealedHost)
     sandbox = landlock.restrict_reads([folder for folder, _ in spec.policy.protected],
                                       [*spec.policy.allowed, *([tempfile.tempdir] if tempfile.tempdir else [])])
@@ -105,7 +108,7 @@ class _Session:
         except BaseException as exc:  # noqa: BLE001 - reported to the evaluator as the run's failure
             raise _SetupError(error_payload("setup", None, exc, spec)) from None
         self.train_rows, self.val_rows = self.dataset.index[train_ids], self.dataset.index[val_ids]
-        self.fold = fold_identity(self.dataset.meta.settings, spec.store)
+        self.fold = fold_identity(self.dataset.meta.settings, spec.store) if uses_models(spec) else None
         try:
             self.model = self.cls(config, device=spec.device, verbose=spec.verbose)
             if spec.device.startswith("cuda"):  # CUDA's own set-up loads libraries with ctypes: before sealing
@@ -219,6 +222,25 @@ def resolve(spec: WorkerSpec) -> type:
                          f"{spec.qualname} ({type(exc).__name__}: {exc}); register it in an importable module "
                          "or a plugin package") from None
     return found
+
+
+BUILT_IN = "benchmark.methods."
+"""Module prefix of platebench's own (reviewed) methods: only they may use the fold's models folder."""
+
+
+def uses_models(spec: WorkerSpec) -> bool:
+    """Whether the run may read and write its fold's source-model folder: a built-in method only, since a
+    plugin could otherwise plant weights that a built-in method of the same fold would then load."""
+    return spec.module.startswith(BUILT_IN) and models_path(spec.store) is not None
+
+
+def models_access(spec: WorkerSpec) -> WorkerSpec:
+    """``spec`` with the fold's models folder taken out of the allowed folders unless :func:`uses_models`."""
+    models = models_path(spec.store)
+    if models is None or uses_models(spec):
+        return spec
+    allowed = tuple(a for a in spec.policy.allowed if a != str(models))
+    return replace(spec, policy=replace(spec.policy, allowed=allowed))
 
 
 def fold_identity(settings: dict[str, Any], store: str) -> FoldIdentity | None:

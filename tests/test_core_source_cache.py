@@ -1,0 +1,256 @@
+"""The source-model cache: a hit loads the very weights ERM trained; corrupt, truncated or mismatched entries are
+detected and retrained; only the run's own fold's models folder is open to a sealed worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from _method_data import split, view
+from benchmark.core.source_cache import FoldIdentity, SourceCache, code_version, current_fold, fold_scope, key_digest
+from benchmark.methods.adabn import AdaBN
+from benchmark.methods.erm import ERM
+from benchmark.methods.tent import Tent
+from benchmark.sealed.audit import VIOLATION_EXIT, Hook
+from benchmark.sealed.foldstore import models_path
+from benchmark.sealed.policy import MODELS_WHAT, protected_files, run_policy
+from benchmark.sealed.worker import fold_identity
+
+QUICK = dict(threads=1, crop=0, max_epochs=1, patience=1, lr=3e-3, schedule="constant")
+KEY = {"fold": {"dataset": "toy", "fold": 0}, "seed": 0, "config": {"lr": 0.01}}
+
+
+def _identity(folder) -> FoldIdentity:
+    return FoldIdentity(dataset="toy", fingerprint="f00", split="source_out", split_seed=0, fold=0,
+                        digest="abc", folder=str(folder))
+
+
+def _state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(5, 4, 3), torch.nn.BatchNorm2d(4)).to(memory_format=torch.channels_last)
+    return model.state_dict()
+
+
+# -- the cache on its own ---------------------------------------------------------------------------------------
+
+def test_a_saved_entry_loads_bit_for_bit_with_its_report(tmp_path):
+    cache, state = SourceCache(tmp_path), _state()
+    weights = cache.save(KEY, state, {"best_val_loss": 1.5})
+    assert weights.suffix == ".safetensors" and sorted(p.name for p in tmp_path.iterdir()) == \
+        sorted(p.name for p in cache.paths(KEY))  # no temporary file left behind
+    desc = json.loads(cache.paths(KEY)[1].read_text())
+    assert desc["key"] == KEY and len(desc["sha256"]) == 64
+    entry = cache.load(KEY, state)
+    assert entry is not None and entry.report == {"best_val_loss": 1.5}
+    assert all(torch.equal(entry.state[k], v) for k, v in state.items())
+
+
+def test_a_missing_entry_is_a_miss_and_other_keys_do_not_collide(tmp_path):
+    cache, state = SourceCache(tmp_path), _state()
+    assert cache.load(KEY, state) is None
+    cache.save(KEY, state, {})
+    other = {**KEY, "seed": 1}
+    assert cache.paths(other) != cache.paths(KEY) and cache.load(other, state) is None
+    assert key_digest(KEY) == key_digest(json.loads(json.dumps(KEY)))
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "wrong key", "bad json", "no weights"])
+def test_a_damaged_or_mismatched_entry_is_detected_reported_and_removed(tmp_path, capsys, damage):
+    cache, state = SourceCache(tmp_path), _state()
+    cache.save(KEY, state, {})
+    weights, meta = cache.paths(KEY)
+    if damage == "flip a byte":
+        data = bytearray(weights.read_bytes())
+        data[-3] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "wrong key":
+        desc = json.loads(meta.read_text())
+        meta.write_text(json.dumps({**desc, "key": {**KEY, "seed": 7}}))
+    elif damage == "bad json":
+        meta.write_text("{not json")
+    else:
+        weights.unlink()
+    assert cache.load(KEY, state) is None
+    assert "source-model cache" in capsys.readouterr().err
+    assert not weights.exists() and not meta.exists()
+
+
+def test_an_entry_that_does_not_fit_the_model_is_retrained(tmp_path, capsys):
+    cache, state = SourceCache(tmp_path), _state()
+    cache.save(KEY, state, {})
+    bigger = {k: torch.zeros(v.numel() + 1, dtype=v.dtype) if v.dim() else v for k, v in state.items()}
+    assert cache.load(KEY, bigger) is None
+    assert "does not fit the model" in capsys.readouterr().err
+
+
+def test_fold_scope_and_code_version():
+    assert current_fold() is None
+    with fold_scope(_identity("/x")):
+        assert current_fold().fold == 0 and "folder" not in current_fold().key()
+    assert current_fold() is None
+    assert len(code_version()) == 64 and code_version() == code_version()
+
+
+# -- methods that start from ERM ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fresh(toy_dataset):
+    """AdaBN fitted with no cache (in process), its predictions on a target plate, and ERM's weights."""
+    train, val, target = split(toy_dataset)
+    method = AdaBN(AdaBN.Config(**QUICK)).fit(train, val, seed=0)
+    erm = ERM(ERM.Config(**QUICK)).fit(train, val, seed=0)
+    return method, erm, _predict(method, toy_dataset, target)
+
+
+def _predict(method, dataset, target) -> np.ndarray:
+    v, _ = view(dataset, target, "src3_b0_p0")
+    return method.adapt(v).predict(v.treated[:])
+
+
+def test_adabn_loads_the_cached_erm_model_with_bit_identical_predictions(fresh, toy_dataset, tmp_path, capsys):
+    method, erm, expected = fresh
+    assert method.fit_report()["source_model"]["cached"] is False  # in process: nothing cached
+    assert all(torch.equal(erm.model_.state_dict()[k], v) for k, v in method.model_.state_dict().items())
+    train, val, target = split(toy_dataset)
+    with fold_scope(_identity(tmp_path)):
+        first = AdaBN(AdaBN.Config(**QUICK)).fit(train, val, seed=0)
+        second = AdaBN(AdaBN.Config(**QUICK)).fit(train, val, seed=0)
+        tent = Tent(Tent.Config(**QUICK)).fit(train, val, seed=0)  # another method, the same source model
+    assert first.fit_report()["source_model"]["cached"] is False and "saved" in first.fit_report()["source_model"]
+    for hit in (second, tent):
+        report = hit.fit_report()
+        assert report["source_model"]["cached"] is True
+        assert report["best_val_loss"] == method.fit_report()["best_val_loss"]
+        assert all(torch.equal(erm.model_.state_dict()[k], v) for k, v in hit.model_.state_dict().items())
+    np.testing.assert_array_equal(_predict(second, toy_dataset, target), expected)
+    # corrupt it: detected, retrained, saved again, the same predictions
+    weights = next(tmp_path.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with fold_scope(_identity(tmp_path)):
+        third = AdaBN(AdaBN.Config(**QUICK)).fit(train, val, seed=0)
+    assert "SHA-256" in capsys.readouterr().err and third.fit_report()["source_model"]["cached"] is False
+    np.testing.assert_array_equal(_predict(third, toy_dataset, target), expected)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+
+
+def test_the_key_holds_the_fold_seed_erm_config_training_and_code(tmp_path):
+    method = AdaBN(AdaBN.Config(**QUICK))
+    assert method._source_key(0) is None  # no fold scope: no caching
+    with fold_scope(_identity(tmp_path)):
+        key = method._source_key(0)
+        tent_key = Tent(Tent.Config(**QUICK, tta_lr=0.5))._source_key(0)  # a test-time setting: the same model
+        assert key == tent_key
+        assert AdaBN(AdaBN.Config(**QUICK))._source_key(1) != key
+        assert AdaBN(AdaBN.Config(**{**QUICK, "lr": 1e-3}))._source_key(0) != key
+    with fold_scope(dataclasses.replace(_identity(tmp_path), fold=1)):
+        assert method._source_key(0) != key
+    assert key["code"] == code_version() and key["training"]["validation"] == "RunningStats()"
+    assert set(key["config"]) == {f.name for f in dataclasses.fields(ERM.Config)}
+
+
+# -- the sealed worker's access -----------------------------------------------------------------------------
+
+class Stopped(Exception):
+    pass
+
+
+def test_the_hook_opens_only_the_runs_own_models_folder(toy_dataset, tmp_path):
+    cache = tmp_path / "cache"
+    mine = cache / "sealed" / "toy-f00" / "source_out-seed0" / "fold0-abc"
+    other = cache / "sealed" / "toy-f00" / "source_out-seed0" / "fold1-def"
+    for folder in (mine, other):
+        folder.mkdir(parents=True)
+        models_path(folder).mkdir(parents=True)
+        (models_path(folder) / "erm-1.safetensors").write_bytes(b"w")
+    assert models_path(mine) == cache.resolve() / "models" / "toy-f00" / "source_out-seed0" / "fold0-abc"
+    assert models_path(tmp_path / "elsewhere") is None
+    r, w = os.pipe()
+
+    def stop(code):
+        raise Stopped(code)
+
+    hook = Hook(run_policy(protected_files(toy_dataset, cache), mine), w, exit=stop)
+    try:
+        own = models_path(mine)
+        for event, args in [("open", (str(own / "erm-1.safetensors"), "rb", 0)), ("open", (str(own / "new"), "wb", 0)),
+                            ("os.rename", (str(own / "a.tmp"), str(own / "a"))), ("os.remove", (str(own / "a"),)),
+                            ("os.listdir", (str(own),))]:
+            hook(event, args)  # allowed: nothing raised
+        for event, args in [("open", (str(models_path(other) / "erm-1.safetensors"), "rb", 0)),
+                            ("os.listdir", (str(cache / "models"),)), ("os.mkdir", (str(cache / "models" / "x"),)),
+                            ("open", (str(other / "index.parquet"), "rb", 0))]:
+            with pytest.raises(Stopped) as stopped:
+                hook(event, args)
+            assert stopped.value.args == (VIOLATION_EXIT,)
+            (n,) = struct.unpack("!i", os.read(r, 4))
+            line = os.read(r, n).decode()
+            if "fold1-def/erm-1" in str(args[0]):
+                assert MODELS_WHAT in line
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_the_worker_reads_the_fold_identity_from_its_sealed_store(tmp_path):
+    store = tmp_path / "sealed" / "toy-f00" / "source_out-seed0" / "fold2-abc"
+    settings = {"sealed_fold": {"dataset": "toy", "fingerprint": "f00", "split": "source_out", "split_seed": 0,
+                                "fold": 2, "digest": "abc"}}
+    identity = fold_identity(settings, str(store))
+    assert identity == FoldIdentity("toy", "f00", "source_out", 0, 2, "abc", str(models_path(store)))
+    assert fold_identity({}, str(store)) is None and fold_identity(settings, str(tmp_path / "x")) is None
+
+
+# -- through the sealed worker -----------------------------------------------------------------------------
+
+def test_sealed_runs_cache_the_erm_model_once_per_fold_and_seed(toy_dataset, tmp_path, monkeypatch):
+    from benchmark.protocol import run_protocol
+    from benchmark.records import load_records, read_predictions
+
+    monkeypatch.setenv("PLATEBENCH_CACHE", str(tmp_path / "cache"))
+    reports, predictions = {}, {}
+    for i, name in enumerate(["adabn", "adabn", "tent"]):
+        (outcome,) = run_protocol(name, "source_out", toy_dataset, seeds=[0], folds=[1], device="cpu",
+                                  results_dir=tmp_path / f"res{i}", quick=True, overrides={"crop": "0"})
+        assert outcome.status == "ok", outcome.error
+        (record,) = load_records(tmp_path / f"res{i}").quick
+        reports[i], predictions[i] = record.data["fit_report"], read_predictions(record)
+    assert reports[0]["source_model"]["cached"] is False and reports[0]["source_model"]["saved"]
+    assert reports[1]["source_model"]["cached"] is True and reports[2]["source_model"]["cached"] is True
+    assert reports[1]["source_model"]["key"] == reports[0]["source_model"]["key"] == reports[2]["source_model"]["key"]
+    assert predictions[1].equals(predictions[0])  # AdaBN from the cache: bit-identical predictions
+    (weights,) = (tmp_path / "cache" / "models").rglob("*.safetensors")
+    assert weights.parent.name.startswith("fold1-") and weights.parent.parent.name == "source_out-seed0"
+
+
+def test_only_built_in_methods_get_the_models_folder(toy_dataset, tmp_path):
+    from benchmark.sealed.worker import WorkerSpec, models_access, uses_models
+
+    store = tmp_path / "cache" / "sealed" / "toy-f00" / "source_out-seed0" / "fold0-abc"
+    store.mkdir(parents=True)
+    policy = run_policy(protected_files(toy_dataset, tmp_path / "cache"), store)
+    assert str(models_path(store)) in policy.allowed
+    spec = WorkerSpec(method="tent", module="benchmark.methods.tent", qualname="Tent", config=b"", device="cpu",
+                      verbose=False, store=str(store), policy=policy, environ={})
+    assert uses_models(spec) and models_access(spec) is spec
+    plugin = dataclasses.replace(spec, method="evil", module="evil_plugin")
+    narrowed = models_access(plugin).policy
+    assert not uses_models(plugin) and narrowed.allowed == (os.path.realpath(store),)
+    r, w = os.pipe()
+
+    def stop(code):
+        raise Stopped(code)
+
+    try:
+        with pytest.raises(Stopped):  # a plugin may not plant weights a built-in method would load
+            Hook(narrowed, w, exit=stop)("open", (str(models_path(store) / "erm-x.safetensors"), "wb", 0))
+    finally:
+        os.close(r)
+        os.close(w)
