@@ -35,6 +35,7 @@ class ERM(ConvNetMethod):
     description = "ResNet trained with cross-entropy on mixed batches; BN running statistics at test (no adaptation)"
     Config = ERMConfig
     config: ERMConfig
+    starts_from = ERMConfig  # a sealed run caches its model for AdaBN, TENT, DeYO, ROID (and loads it when there)
 
     def recipe(self) -> Recipe:
         return Recipe(batches=MixedBatches(self.config.batch_size),
