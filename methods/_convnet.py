@@ -154,7 +154,8 @@ class ConvNetMethod(Method):
                 self.source_ = {**self.source_, "saved": cache.save(key, self.model_.state_dict(), report).name}
             except OSError as exc:  # a full or read-only cache costs a retraining next time, not this run
                 self.source_ = {**self.source_, "not_saved": str(exc)}
-        self.fit_report_ = {**self.fit_report_, "source_model": self.source_}
+        if self.starts_from is not None:
+            self.fit_report_ = {**self.fit_report_, "source_model": self.source_}
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
