@@ -195,3 +195,61 @@ def test_bench_run_time_and_memory_limits(toy_dataset, tmp_path):
     assert result.exit_code == 1 and "the worker's memory limit is 2 GB" in result.stderr
     records = load_records(tmp_path / "res")
     assert {r.data["worker"]["memory_limit_gb"] for r in records.ok + records.failed} >= {2.0}
+
+
+ORPHAN_SCRIPT = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+import test_sealed_faults  # registers _fault_hang
+from benchmark.datasets.dataset import open_dataset
+from benchmark.protocol import run_protocol
+run_protocol("_fault_hang", "source_out", open_dataset({root!r}), seeds=[0], folds=[0], device="cpu",
+             results_dir={results!r})
+"""
+
+
+def test_a_killed_evaluator_leaves_no_worker_behind(toy_dataset, tmp_path):
+    """SIGTERM to `bench run` ends its forkserver, and the forkserver's end kills the worker (PDEATHSIG)."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ORPHAN_SCRIPT.format(tests=str(Path(__file__).parent), root=str(toy_dataset.root),
+                                  results=str(tmp_path / "res"))
+    evaluator = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        workers: list[int] = []
+        while time.time() < deadline and not workers:  # wait for the worker to be fitting (it hangs in fit)
+            time.sleep(0.5)
+            workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_hang_worker(int(p), evaluator.pid)]
+        assert workers, "the worker never started"
+        evaluator.send_signal(signal.SIGTERM)
+        evaluator.wait(timeout=30)
+        deadline = time.time() + 20
+        while time.time() < deadline and any(os.path.exists(f"/proc/{pid}") and not _zombie(pid) for pid in workers):
+            time.sleep(0.2)
+        assert not any(os.path.exists(f"/proc/{pid}") and not _zombie(pid) for pid in workers)
+    finally:
+        if evaluator.poll() is None:
+            os.killpg(evaluator.pid, signal.SIGKILL)
+
+
+def _is_hang_worker(pid: int, evaluator: int) -> bool:
+    """A process of the evaluator's session other than the evaluator itself and its forkserver: the worker."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    ppid, session = int(fields[1]), int(fields[3])
+    return session == evaluator and pid != evaluator and ppid != evaluator
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

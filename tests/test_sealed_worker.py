@@ -43,9 +43,13 @@ def test_sealed_predictions_are_bit_identical_to_in_process(toy_dataset, tmp_pat
     assert untimed(record.data["metrics"]) == untimed(json.loads(json.dumps(json_safe(local.metrics))))
     report = record.data["fit_report"]
     assert set(report) == set(local.fit_report)
-    timed = ("second", "wait", "_s")  # measured times, which differ between any two runs
-    assert {k: v for k, v in report.items() if not any(t in k for t in timed)} == \
-        {k: v for k, v in local.fit_report.items() if not any(t in k for t in timed)}
+    # measured times differ between any two runs; the source-model entry says where the sealed run's model came
+    # from (the fold's cache: trained now or loaded), which an in-process run has no cache for
+    skip = ("second", "wait", "_s", "source_model")
+    assert {k: v for k, v in report.items() if not any(t in k for t in skip)} == \
+        {k: v for k, v in local.fit_report.items() if not any(t in k for t in skip)}
+    if "source_model" in report:
+        assert "key" in report["source_model"] and local.fit_report["source_model"]["cached"] is False
 
 
 def test_every_record_says_how_the_worker_did_and_keeps_its_format(toy_dataset, tmp_path):

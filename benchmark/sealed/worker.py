@@ -67,6 +67,7 @@ class WorkerSpec:
 
 def serve(conn: Connection, report: Connection, spec: WorkerSpec) -> None:
     """Entry point of a worker process (see module docstring)."""
+    _die_with_forkserver()
     os.environ.clear()
     os.environ.update(spec.environ)
     spec = models_access(spec)
@@ -263,6 +264,28 @@ def _make_models_folder(store: str) -> None:
             os.makedirs(models, exist_ok=True)
         except OSError:
             pass  # a read-only cache: methods train their source model instead of caching it
+
+
+def _die_with_forkserver() -> None:
+    """Be killed when the forkserver ends, which it does when the evaluator ends (killed, interrupted):
+    a worker never trains on as an orphan. Linux only (``PR_SET_PDEATHSIG``); elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    from multiprocessing import forkserver
+
+    # multiprocessing hands every forked child the evaluator's "alive" pipe, so the forkserver would wait for
+    # the workers before it sees the evaluator gone; a worker starts no processes through it: let it go.
+    server = forkserver._forkserver  # noqa: SLF001 - the stdlib keeps it private
+    if getattr(server, "_forkserver_alive_fd", None) is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    parent = os.getppid()
+    ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the forkserver ended before the request took hold
+        os._exit(1)
 
 
 def _leave() -> None:
