@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import polars as pl
+
+import benchmark.core.sampler as sampler_module
 
 
 def split(dataset):
@@ -27,3 +32,22 @@ def shifted(images, gain, offset):
     """Images with a per-channel gain and offset (clipped to uint8)."""
     x = np.asarray(images, dtype=np.float64) * np.asarray(gain)[None, :, None, None]
     return np.clip(x + np.asarray(offset)[None, :, None, None], 0, 255).astype(np.uint8)
+
+
+@contextmanager
+def recorded_batch_plates(dataset) -> Iterator[list[set[str]]]:
+    """Inside: the plates of every batch the one-plate sampler draws are appended, a set per batch."""
+    plate_of = dataset.index["plate"].to_numpy()
+    seen: list[set[str]] = []
+    original = sampler_module.plate_batches
+
+    def spy(*args, **kwargs):
+        batches = original(*args, **kwargs)
+        seen.extend(set(plate_of[b.image_ids]) for b in batches)
+        return batches
+
+    sampler_module.plate_batches = spy
+    try:
+        yield seen
+    finally:
+        sampler_module.plate_batches = original

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import benchmark.core.sampler as sampler_module
-from _method_data import split, view
+from _method_data import recorded_batch_plates, split, view
 from benchmark.core.context import ContextualClassifier
 from benchmark.methods.arm_cml import ARMCML
 
@@ -17,20 +16,8 @@ FAST = dict(threads=1, crop=0, max_epochs=2, patience=2, lr=3e-3, schedule="cons
 @pytest.fixture(scope="module")
 def fitted(toy_dataset):
     train, val, target = split(toy_dataset)
-    plate_of = toy_dataset.index["plate"].to_numpy()
-    seen = []
-    original = sampler_module.plate_batches
-
-    def spy(*args, **kwargs):
-        batches = original(*args, **kwargs)
-        seen.extend(set(plate_of[b.image_ids]) for b in batches)
-        return batches
-
-    sampler_module.plate_batches = spy
-    try:
+    with recorded_batch_plates(toy_dataset) as seen:
         method = ARMCML(ARMCML.Config(**FAST)).fit(train, val, seed=0)
-    finally:
-        sampler_module.plate_batches = original
     return method, target, seen
 
 
