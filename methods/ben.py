@@ -4,11 +4,12 @@ generalization of deep learning for microscopy images").
 
 Access: ``controls``. Training: every mini-batch is ``n_treated`` labelled treated
 images plus ``n_controls`` DMSO images of the same plate; every BN layer normalises the
-whole batch with the mean and variance of the *DMSO rows only*, and the loss uses only
-the treated images. Test (and validation): one forward pass of the target plate's DMSO
-images gives every layer's DMSO statistics; each treated image is then normalised with
-them. A treated image's prediction therefore depends on itself and the plate's controls
-only, never on the plate's other treated images.
+whole batch with the mean and variance of the *DMSO rows only* (as in the reference, no
+gradient flows through them, and they are float32 under mixed precision), and the loss
+uses only the treated images. Test (and validation): one forward pass of the target
+plate's DMSO images gives every layer's DMSO statistics; each treated image is then
+normalised with them. A treated image's prediction therefore depends on itself and the
+plate's controls only, never on the plate's other treated images.
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 in Biomedical Imaging by In-Context Control Samples").
 
 Access: ``unlabeled``. As ARM-BN, but every training mini-batch is ``n_treated``
-labelled positive-control images plus ``n_controls`` DMSO images of the same plate;
+labelled positive-control images plus ``n_controls`` DMSO images of the same plate (by
+default twice as many, the reference's ratio: 32 + 64 on CPU, 64 + 128 in the reference);
 BN statistics are computed over the union and the loss uses only the treated images.
 At test time (and in validation) the same composition: each chunk of the target plate's
-treated images together with ``n_controls`` of its DMSO images forms the BN context.
+treated images together with ``n_controls`` of its DMSO images, drawn afresh at random
+for every chunk (seeded by the run and the plate), forms the BN context.
 Controls carry no biology that differs between plates, so they anchor the statistics to
 technical variation instead of the batch's class mix. Option ``full_domain_stats``:
 accumulate the test statistics over all contexts of the plate.
@@ -31,7 +33,7 @@ from .base import AccessLevel
 class CSARMBNConfig(ARMBNConfig):
     """CS-ARM-BN hyper-parameters (see ARMBNConfig and ConvNetConfig for the others)."""
 
-    n_controls: int = 32  # DMSO images of the same plate in every BN context (reference: 128)
+    n_controls: int = 64  # DMSO images of the same plate in every BN context: 2 x n_treated, as the reference's 128
 
 
 @register_method
@@ -47,6 +49,7 @@ class CSARMBN(ConvNetMethod):
     def recipe(self) -> Recipe:
         cfg = self.config
         context = PlateContext(cfg.n_treated, n_controls=cfg.n_controls)  # treated chunk ∪ DMSO of the same plate
+        seed = getattr(self, "seed_", 0)  # with the plate's name, seeds the random controls of every chunk
         return Recipe(batches=OnePlateBatches(context),
-                      validation=ChunkStats(context),
-                      test=PlateStats(context) if cfg.full_domain_stats else ChunkStats(context))
+                      validation=ChunkStats(context, seed),
+                      test=PlateStats(context, seed=seed) if cfg.full_domain_stats else ChunkStats(context, seed))

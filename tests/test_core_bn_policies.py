@@ -66,15 +66,51 @@ def test_chunk_stats_normalise_each_chunk_with_the_union_of_treated_and_controls
     for h, out in seen:
         torch.testing.assert_close(out, _standardised(h, slice(None), layer))  # statistics of the union
         assert not torch.allclose(out, _standardised(h, slice(0, 5), layer), atol=1e-3)  # not of the treated alone
-    controls = net.tensor(CONTROLS)
-    (first, _), (second, _) = seen
-    torch.testing.assert_close(first[5:], net.model[0](controls[:4]))
-    torch.testing.assert_close(second[5:], net.model[0](controls[[4, 5, 0, 1]]))  # the next controls, cycling
+    assert all(len(set(drawn)) == 4 for drawn in _drawn_controls(net, seen, 5, CONTROLS))  # 4 distinct controls
+
+
+def _drawn_controls(net: Network, seen: list[tuple[torch.Tensor, torch.Tensor]], n_treated: int,
+                    controls: np.ndarray) -> list[list[int]]:
+    """Which of ``controls`` every BN context (BN input rows after the ``n_treated`` treated ones) holds."""
+    with torch.no_grad():
+        features = net.model[0](net.tensor(controls)).flatten(1)
+    return [torch.cdist(h[n_treated:].flatten(1), features).argmin(1).tolist() for h, _ in seen]
+
+
+MANY_CONTROLS = _images(12, 3, shift=30)
+
+
+def _chunk_controls(source, plate: str = "p", controls: np.ndarray = MANY_CONTROLS) -> list[list[int]]:
+    """The controls of every BN context when ``source`` predicts TREATED (chunks of 2) on ``plate``."""
+    net = _net()
+    state = source.adapt(net, PlateView(plate, TREATED, controls))
+    return _drawn_controls(net, _bn_io(net, lambda: state.logits(net, net.pixels(TREATED))), 2, controls)
+
+
+def test_every_chunk_draws_fresh_random_controls_of_the_plate():
+    """Not consecutive runs of the well-sorted DMSO list (a few plate rows): each chunk a random set of all of them."""
+    drawn = _chunk_controls(ChunkStats(PlateContext(2, n_controls=4)))
+    assert len(drawn) == 5 and all(len(set(d)) == 4 for d in drawn)  # without replacement within a chunk
+    consecutive = [[(4 * j + i) % 12 for i in range(4)] for j in range(5)]
+    assert drawn != consecutive and len({tuple(sorted(d)) for d in drawn}) == 5
+    assert len(set().union(*drawn)) > 8  # drawn from all the plate's controls
+
+
+def test_control_draws_are_seeded_by_the_run_and_the_plate():
+    source = ChunkStats(PlateContext(2, n_controls=4))
+    assert _chunk_controls(source) == _chunk_controls(source)  # the same predictions every time
+    assert _chunk_controls(source) != _chunk_controls(ChunkStats(PlateContext(2, n_controls=4), seed=1))
+    assert _chunk_controls(source) != _chunk_controls(source, plate="q")
+
+
+def test_a_plate_with_fewer_controls_than_asked_gives_all_of_them_to_every_chunk():
+    drawn = _chunk_controls(ChunkStats(PlateContext(2, n_controls=8)), controls=CONTROLS)
+    assert all(sorted(d) == list(range(len(CONTROLS))) for d in drawn)
 
 
 def test_plate_chunks_without_controls_are_near_equal_chunks_of_the_plate():
     net = _net()
-    chunks = list(plate_chunks(net, net.pixels(TREATED), PlateContext(4), None))
+    chunks = list(plate_chunks(net, net.pixels(TREATED), PlateContext(4), None, np.random.default_rng(0)))
     assert [(len(x), n) for x, n in chunks] == [(4, 4), (3, 3), (3, 3)]
     torch.testing.assert_close(torch.cat([x for x, _ in chunks]), net.tensor(TREATED))
 
@@ -119,12 +155,17 @@ def test_plate_stats_are_the_cumulative_average_over_the_plates_chunks():
 
 def test_plate_stats_with_controls_average_over_chunks_each_with_its_controls():
     net = _net()
-    state = PlateStats(PlateContext(4, n_controls=2)).adapt(net, PlateView("p", TREATED[:8], CONTROLS))
-    controls = net.tensor(CONTROLS)
+    source = PlateStats(PlateContext(4, n_controls=2))
+    seen = _bn_io(net, lambda: source.adapt(net, PlateView("p", TREATED[:8], MANY_CONTROLS)))
     with torch.no_grad():
-        chunks = [net.model[0](torch.cat([net.tensor(TREATED[:4]), controls[:2]])),
-                  net.model[0](torch.cat([net.tensor(TREATED[4:8]), controls[2:4]]))]
-    means = [h.mean(dim=(0, 2, 3)) for h in chunks]
+        treated = [net.model[0](net.tensor(TREATED[i:i + 4])) for i in (0, 4)]
+    assert [len(h) for h, _ in seen] == [4 + 2, 4 + 2]
+    for (h, _), expected in zip(seen, treated):
+        torch.testing.assert_close(h[:4], expected)
+    drawn = _drawn_controls(net, seen, 4, MANY_CONTROLS)
+    assert all(len(set(d)) == 2 for d in drawn) and drawn != [[0, 1], [2, 3]]  # random controls, as ChunkStats
+    state = source.adapt(net, PlateView("p", TREATED[:8], MANY_CONTROLS))
+    means = [h.mean(dim=(0, 2, 3)) for h, _ in seen]
     torch.testing.assert_close(state.stats["1.running_mean"], torch.stack(means).mean(0))
 
 
@@ -204,3 +245,44 @@ def test_batch_statistics_train_with_the_loss_as_given():
     model = _net().model
     with BatchStatistics().applied(model, cross_entropy_loss) as loss:
         assert loss is cross_entropy_loss
+
+
+def _control_rows_step(net: Network) -> tuple[torch.Tensor, torch.Tensor]:
+    """A BEN training step: 4 treated rows, then the DMSO rows."""
+    return (torch.cat([net.tensor(TREATED[:4]), net.tensor(CONTROLS)]),
+            torch.tensor([0, 1, 2, 3] + [-1] * len(CONTROLS)))
+
+
+def test_control_rows_statistics_carry_no_gradient():
+    """As in the reference, the DMSO mean and variance are constants of the step: no gradient flows through them."""
+    net = _net()
+    model = net.model.train()
+    x, targets = _control_rows_step(net)
+    with ControlRows().applied(model, cross_entropy_loss) as loss:
+        loss(model, Step(x, targets)).backward()
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    h = model[0](x)
+    ref = h[targets == -1].detach()
+    mean, var = ref.mean(dim=(0, 2, 3)).view(1, -1, 1, 1), ref.var(dim=(0, 2, 3), unbiased=False).view(1, -1, 1, 1)
+    layer = model[1]
+    y = (h - mean) / torch.sqrt(var + layer.eps) * layer.weight.view(1, -1, 1, 1) + layer.bias.view(1, -1, 1, 1)
+    torch.nn.functional.cross_entropy(model[2:](y), targets, ignore_index=-1).backward()
+    for g, p in zip(got, model.parameters()):
+        torch.testing.assert_close(g, p.grad)
+
+
+def test_control_rows_statistics_are_float32_under_autocast():
+    """Under bf16 autocast the BN input is bf16; the DMSO statistics (and the normalisation) are float32 still."""
+    net = _net()
+    net.model[0].bias.data.fill_(40.0)  # a large offset: bf16 statistics would be off by a sizeable part of the spread
+    model = net.model.train()
+    x, targets = _control_rows_step(net)
+    with torch.autocast("cpu", dtype=torch.bfloat16), ControlRows().applied(model, cross_entropy_loss) as loss:
+        h = model[0](x)
+        assert h.dtype == torch.bfloat16
+        (seen,) = _bn_io(net, lambda: loss(model, Step(x, targets)))
+    out = seen[1]
+    expected = _standardised(h.double(), targets == -1, model[1])
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)

@@ -41,17 +41,47 @@ def test_running_statistics_pool_all_validation_images(val):
 def test_plate_wise_sources_predict_every_plate_with_its_own_context(val):
     net = _net(val)
     source = ChunkStats(PlateContext(8, n_controls=4))
-    validation = ValidationSet.read(val, source, net)
+    validation = ValidationSet.read(val, source, net, seed=0)
     assert [g.plate for g in validation.plates] == val.plates
     total, n = 0.0, 0
     for plate in val.plates:
-        ids = val.treated_ids(plate)
         group = next(g for g in validation.plates if g.plate == plate)
         torch.testing.assert_close(group.controls, net.tensor(val.read(val.control_ids(plate))))
         state = source.prepare(net, plate, group.pixels, group.controls)
-        total += F.cross_entropy(state.logits(net, group.pixels), torch.as_tensor(val.labels(ids)), reduction="sum")
-        n += len(ids)
+        total += F.cross_entropy(state.logits(net, group.pixels), group.labels, reduction="sum")
+        n += len(group.labels)
     assert validation.loss(net) == pytest.approx((total / n).item(), rel=1e-6)
+
+
+def _storage_positions(pixels: torch.Tensor, stored: torch.Tensor) -> list[int]:
+    """Where each row of ``pixels`` sits among ``stored`` (the plate's images in storage order)."""
+    position = {x.numpy().tobytes(): i for i, x in enumerate(stored)}
+    return [position[x.numpy().tobytes()] for x in pixels]
+
+
+def test_plate_wise_validation_shuffles_each_plate_once_seeded_by_run_and_plate(val):
+    """Chunks of a plate in storage (well) order would be BN contexts of a few adjacent wells."""
+    net = _net(val)
+    orders = {}
+    for seed in (0, 1):
+        for group in ValidationSet.read(val, ChunkStats(PlateContext(8)), net, seed=seed).plates:
+            ids = val.treated_ids(group.plate)
+            order = _storage_positions(group.pixels, net.pixels(val.read(ids)))
+            assert sorted(order) == list(range(len(ids))) and order != sorted(order)  # each image once, shuffled
+            np.testing.assert_array_equal(group.labels.numpy(), val.labels(ids)[order])  # labels follow
+            orders[seed, group.plate] = order
+    again = ValidationSet.read(val, ChunkStats(PlateContext(8)), net, seed=0).plates
+    assert all(_storage_positions(g.pixels, net.pixels(val.read(val.treated_ids(g.plate)))) == orders[0, g.plate]
+               for g in again)  # bit-reproducible
+    first, second = val.plates
+    assert orders[0, first] != orders[1, first] and orders[0, first] != orders[0, second]
+
+
+def test_pooled_validation_keeps_storage_order(val):
+    """Running statistics predict each image on its own: nothing to shuffle, and ERM's numbers stay as they were."""
+    net = _net(val)
+    (group,) = ValidationSet.read(val, RunningStats(), net, seed=3).plates
+    torch.testing.assert_close(group.pixels, net.pixels(val.read(val.treated_ids())))
 
 
 def test_validation_reads_no_controls_unless_the_source_uses_them(val):

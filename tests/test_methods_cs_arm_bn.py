@@ -9,6 +9,7 @@ import torch
 from _method_data import split, view
 from benchmark.core.loader import epochs
 from benchmark.core.sampler import OnePlateBatches, PlateContext
+from benchmark.core.validation import ValidationSet
 from benchmark.errors import MethodError
 from benchmark.methods.cs_arm_bn import CSARMBN
 
@@ -39,6 +40,13 @@ def test_bn_context_holds_treated_chunk_plus_the_plates_dmso(fitted, toy_dataset
     assert not np.allclose(method.adapt(other).predict(v.treated), base)
 
 
+def test_default_context_holds_twice_as_many_controls_as_treated_images():
+    """The reference's 64 treated + 128 DMSO, at the CPU default's 32 treated: the label-shift scenario depends on it."""
+    config = CSARMBN.Config()
+    assert config.n_controls == 2 * config.n_treated == 64
+    assert CSARMBN(config).recipe().batches == OnePlateBatches(PlateContext(32, n_controls=64))
+
+
 def test_training_targets_mark_dmso_as_context_outside_the_loss(fitted):
     method, train, _ = fitted
     steps = epochs(train, method.recipe().batches, method.preprocess_)
@@ -62,3 +70,18 @@ def test_a_target_plate_without_dmso_is_a_clear_error(fitted, toy_dataset):
     v, _ = view(toy_dataset, target, "src3_b0_p0", with_controls=False)
     with pytest.raises(MethodError, match="plate src3_b0_p0 has no DMSO images; cs_arm_bn needs the plate's controls"):
         method.adapt(v)
+
+
+def test_the_fit_seed_orders_validation_and_draws_the_controls(toy_dataset, monkeypatch):
+    train, val, _ = split(toy_dataset)
+    seen = []
+    read = ValidationSet.read
+
+    def spy(val, source, net, seed=0):
+        seen.append((seed, source.seed))
+        return read(val, source, net, seed)
+
+    monkeypatch.setattr(ValidationSet, "read", spy)
+    method = CSARMBN(CSARMBN.Config(**{**FAST, "max_epochs": 1})).fit(train, val, seed=3)
+    assert seen == [(3, 3)] and method.recipe().test.seed == 3
+

@@ -16,10 +16,10 @@ EXPECTED = {  # method, overrides -> (batches, training BN, validation BN, test 
                      ChunkStats(PlateContext(32))),
     ("arm_bn", (("full_domain_stats", True),)): (OnePlateBatches(PlateContext(32)), BatchStatistics(),
                                                  ChunkStats(PlateContext(32)), PlateStats(PlateContext(32))),
-    ("cs_arm_bn", ()): (OnePlateBatches(PlateContext(32, 32)), BatchStatistics(), ChunkStats(PlateContext(32, 32)),
-                        ChunkStats(PlateContext(32, 32))),
-    ("cs_arm_bn", (("full_domain_stats", True),)): (OnePlateBatches(PlateContext(32, 32)), BatchStatistics(),
-                                                    ChunkStats(PlateContext(32, 32)), PlateStats(PlateContext(32, 32))),
+    ("cs_arm_bn", ()): (OnePlateBatches(PlateContext(32, 64)), BatchStatistics(), ChunkStats(PlateContext(32, 64)),
+                        ChunkStats(PlateContext(32, 64))),
+    ("cs_arm_bn", (("full_domain_stats", True),)): (OnePlateBatches(PlateContext(32, 64)), BatchStatistics(),
+                                                    ChunkStats(PlateContext(32, 64)), PlateStats(PlateContext(32, 64))),
     ("ben", ()): (OnePlateBatches(PlateContext(32, 32)), ControlRows(), ControlStats(), ControlStats()),
 }
 

@@ -1,5 +1,7 @@
 """`bench run --preset`: the preset table, config resolution through each method's fields, the record."""
 
+import dataclasses
+import importlib
 import json
 
 import _toy_methods  # noqa: F401  (registers the _test_ methods)
@@ -9,7 +11,7 @@ from typer.testing import CliRunner
 from benchmark.cli import app
 from benchmark.errors import UnknownNameError
 from benchmark.methods.base import MethodConfig
-from benchmark.presets import PRESETS, get_preset, preset_values
+from benchmark.presets import PRESETS, Preset, class_path, get_preset, preset_values
 from benchmark.protocol import resolve_config
 from benchmark.records import load_records
 from benchmark.registry import available_methods, get_method
@@ -37,6 +39,48 @@ def test_fields_a_method_lacks_are_skipped_never_an_error():
     assert "n_controls" not in erm and "n_treated" not in erm
     fm = shown("-m", "fm_tvn", "--preset", "paper")["config"]
     assert fm == get_method("fm_tvn").Config().to_dict()  # no ResNet fields at all: the defaults
+
+
+ERM_TRAINED = ["erm", "adabn", "tent", "deyo", "roid"]  # ERM's training (AdaBN), or ERM's source model (TTA)
+ONE_PLATE = ["arm_bn", "cs_arm_bn", "ben", "arm_cml"]
+
+
+@pytest.mark.parametrize("name", ERM_TRAINED)
+def test_paper_preset_steps_erm_trained_methods_after_every_batch(name):
+    """The reference's ERM takes an optimiser step after every mixed batch of 64: no gradient accumulation."""
+    config = resolve_config(get_method(name), preset="paper")
+    assert config.grad_accum == 1 and config.batch_size == 64 and config.backbone == "resnet50"
+
+
+@pytest.mark.parametrize("name", ONE_PLATE)
+def test_paper_preset_accumulates_eight_one_plate_batches(name):
+    assert resolve_config(get_method(name), preset="paper").grad_accum == 8
+
+
+def test_paper_preset_gives_every_erm_source_method_the_same_erm_config():
+    """AdaBN, TENT, DeYO and ROID load the cached ERM model of the same ERM config: the preset must agree on it."""
+    erm = get_method("erm")
+    fields = [f.name for f in dataclasses.fields(erm.Config)]
+    configs = [resolve_config(get_method(name), preset="paper") for name in ERM_TRAINED]
+    assert all(get_method(name).starts_from is erm.Config for name in ERM_TRAINED)
+    assert len({tuple(getattr(c, f) for f in fields) for c in configs}) == 1
+
+
+def test_a_method_specific_value_wins_over_the_presets_own():
+    preset = Preset("p", "test", {"lr": 0.5, "grad_accum": 8},
+                    for_configs={"benchmark.methods.erm.ERMConfig": {"grad_accum": 2}})
+    assert preset.values_for(get_method("tent").Config) == {"lr": 0.5, "grad_accum": 2}  # a subclass of ERMConfig
+    assert preset.values_for(get_method("arm_bn").Config) == {"lr": 0.5, "grad_accum": 8}
+    assert preset.values_for(get_method("fm_tvn").Config) == {}
+
+
+@pytest.mark.parametrize("preset", list(PRESETS.values()), ids=lambda p: p.name)
+def test_every_config_class_a_preset_names_exists(preset):
+    """A renamed or moved config class would silently drop the values meant for it."""
+    for path in preset.for_configs:
+        module, _, name = path.rpartition(".")
+        cls = getattr(importlib.import_module(module), name, None)
+        assert isinstance(cls, type) and class_path(cls) == path, f"preset {preset.name}: no config class {path}"
 
 
 @pytest.mark.parametrize("name", sorted(available_methods()))

@@ -22,6 +22,7 @@ never changes the model: running statistics and modes are restored after every u
 
 from __future__ import annotations
 
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -34,7 +35,8 @@ import torch
 from ..constants import DMSO_LABEL
 from ..datasets.dataset import PlateView
 from ..errors import MethodError
-from .bn import BNState, accumulate_bn_stats, batch_stats_context, bn_stats_applied, reference_stats, reference_stats_bn
+from .bn import (BNState, ReferenceRows, accumulate_bn_stats, batch_stats_context, bn_layers, bn_stats_applied,
+                 reference_stats, reference_stats_bn)
 from .network import Network
 from .sampler import PlateContext, chunk_indices
 from .training import Step, TrainingLoss
@@ -61,11 +63,15 @@ class BatchStatistics:
 
 @dataclass(frozen=True)
 class ControlRows:
-    """Every BN layer normalises the whole training batch with the mean and biased variance of its DMSO rows."""
+    """Every BN layer normalises the whole training batch with the mean and biased variance of its DMSO rows.
+
+    As in the reference, those statistics carry no gradient and are float32, under autocast too
+    (:func:`reference_rows_detached`).
+    """
 
     @contextmanager
     def applied(self, model: torch.nn.Module, loss: TrainingLoss) -> Iterator[TrainingLoss]:
-        with reference_stats_bn(model) as rows:
+        with reference_stats_bn(model) as rows, reference_rows_detached(model, rows):
             def loss_with_reference_rows(net: torch.nn.Module, step: Step) -> torch.Tensor:
                 rows.mask = step.targets == DMSO_LABEL  # for this step's forward pass only
                 try:
@@ -73,6 +79,30 @@ class ControlRows:
                 finally:
                     rows.mask = None
             yield loss_with_reference_rows
+
+
+@contextmanager
+def reference_rows_detached(model: torch.nn.Module, rows: ReferenceRows) -> Iterator[None]:
+    """Inside, with :func:`~benchmark.core.bn.reference_stats_bn`: every BN layer receives its input in float32
+    with the reference rows detached, so the statistics computed from those rows carry no gradient and are
+    float32 even under bf16 autocast.
+
+    The reference rows (DMSO, outside the loss) reach the loss only through these statistics, so detaching
+    the rows is detaching the statistics; the other rows keep their gradient.
+    """
+    def hook(layer: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...] | None:
+        if rows.mask is None or not layer.training:
+            return None
+        x = inputs[0].float()
+        reference = rows.mask.view(-1, *[1] * (x.dim() - 1))
+        return (torch.where(reference, x.detach(), x), *inputs[1:])
+
+    handles = [layer.register_forward_pre_hook(hook) for layer in bn_layers(model)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 # ----------------------------------------------------------------------------- a plate's state
@@ -105,22 +135,35 @@ class PerChunkStats:
 
     context: PlateContext
     controls: torch.Tensor | None = None  # network input of the plate's DMSO images
+    seed: int = 0                         # with ``plate``, seeds the control draws (:func:`plate_generator`)
+    plate: str = ""
 
     def logits(self, net: Network, pixels: torch.Tensor) -> torch.Tensor:
+        rng = plate_generator(self.seed, self.plate, CONTROL_DRAWS)  # afresh for every call: the same draws each time
         with torch.no_grad(), batch_stats_context(net.model) as model:
-            return torch.cat([model(x)[:n] for x, n in plate_chunks(net, pixels, self.context, self.controls)])
+            return torch.cat([model(x)[:n] for x, n in plate_chunks(net, pixels, self.context, self.controls, rng)])
 
 
-def plate_chunks(net: Network, pixels: torch.Tensor, context: PlateContext, controls: torch.Tensor | None
-                 ) -> Iterator[tuple[torch.Tensor, int]]:
+CONTROL_DRAWS, VALIDATION_ORDER = 1, 2
+"""The streams of :func:`plate_generator`: a plate's control draws, the order of its validation images."""
+
+
+def plate_generator(seed: int, plate: str, stream: int) -> np.random.Generator:
+    """The generator of one ``stream`` of one plate, from the fit seed and a stable hash (CRC-32) of the plate's
+    name: the same run draws the same for the same plate, on every host."""
+    return np.random.default_rng([seed, zlib.crc32(plate.encode()), stream])
+
+
+def plate_chunks(net: Network, pixels: torch.Tensor, context: PlateContext, controls: torch.Tensor | None,
+                 rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, int]]:
     """The BN contexts of one plate: near-equal chunks of ``pixels`` (network input), each followed by
-    ``context.n_controls`` rows of ``controls``; yields ``(inputs, number of treated rows)``."""
-    for j, chunk in enumerate(chunk_indices(len(pixels), context.n_treated)):
+    ``context.n_controls`` rows of ``controls`` drawn afresh with ``rng`` for every chunk (without replacement;
+    all of them when the plate has fewer); yields ``(inputs, number of treated rows)``."""
+    for chunk in chunk_indices(len(pixels), context.n_treated):
         x = net.inputs(pixels[chunk])
         if controls is not None and len(controls):
-            c = min(context.n_controls, len(controls))
-            # issue 11: the reference draws fresh random controls of the plate for every chunk
-            x = torch.cat([x, controls[np.arange(j * c, (j + 1) * c) % len(controls)]])
+            drawn = rng.choice(len(controls), size=min(context.n_controls, len(controls)), replace=False)
+            x = torch.cat([x, controls[torch.as_tensor(drawn, device=controls.device)]])
         yield x, len(chunk)
 
 
@@ -179,9 +222,11 @@ class RunningStats(NormSource):
 @dataclass(frozen=True)
 class ChunkStats(NormSource):
     """Each chunk of the predicted images, with ``context.n_controls`` of the plate's DMSO images, normalised
-    by its own statistics: the BN context of one-plate training, at test."""
+    by its own statistics: the BN context of one-plate training, at test. ``seed`` and the plate's name
+    seed each chunk's random draw of controls."""
 
     context: PlateContext
+    seed: int = 0  # the fit seed
 
     @property
     def uses_controls(self) -> bool:
@@ -189,16 +234,18 @@ class ChunkStats(NormSource):
 
     def prepare(self, net: Network, plate: str, treated: torch.Tensor | None,
                 controls: torch.Tensor | None) -> PlateNorm:
-        return PerChunkStats(self.context, controls)
+        return PerChunkStats(self.context, controls, self.seed, plate)
 
 
 @dataclass(frozen=True)
 class PlateStats(NormSource):
     """Statistics accumulated over all chunks of the plate's treated images (cumulative average,
-    each chunk with ``context.n_controls`` DMSO images), then evaluation mode."""
+    each chunk with ``context.n_controls`` DMSO images drawn as :class:`ChunkStats` draws them), then evaluation
+    mode."""
 
     context: PlateContext
     min_treated: int = 0  # refuse plates with fewer treated images
+    seed: int = 0         # the fit seed (with the plate's name, seeds the control draws)
 
     @property
     def uses_controls(self) -> bool:
@@ -214,7 +261,8 @@ class PlateStats(NormSource):
         if len(treated) < self.min_treated:
             raise MethodError(f"plate {plate} shows {len(treated)} treated image(s); {net.owner} needs at least "
                               f"{self.min_treated} to estimate BN statistics")
-        chunks = (x for x, _ in plate_chunks(net, treated, self.context, controls))
+        draws = plate_generator(self.seed, plate, CONTROL_DRAWS)
+        chunks = (x for x, _ in plate_chunks(net, treated, self.context, controls, draws))
         return EvalStats(accumulate_bn_stats(net.model, chunks))
 
 

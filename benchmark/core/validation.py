@@ -4,18 +4,21 @@ The validation images (training-domain plates) are read once, before training, a
 held as centre-cropped **uint8** pixels, normalised chunk by chunk at every epoch: as
 float32 the validation set of a JUMP run at 256 px would take about 13 GB. A plate-wise
 source predicts every validation plate as it predicts a target plate (the same BN
-contexts); with running statistics all validation images are pooled.
+contexts), each plate's images shuffled once, seeded by the run and the plate, so that a
+chunk holds wells from across the plate rather than a few adjacent ones (storage order is
+by well); with running statistics all validation images are pooled, in storage order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..datasets.dataset import LabelledImages
-from .bn_policies import NormSource
+from .bn_policies import VALIDATION_ORDER, NormSource, plate_generator
 from .network import Network
 
 
@@ -37,13 +40,14 @@ class ValidationSet:
     plates: list[ValidationPlate]
 
     @classmethod
-    def read(cls, val: LabelledImages, source: NormSource, net: Network) -> ValidationSet:
-        """Read the treated images of ``val`` (and the DMSO images the source uses) once."""
+    def read(cls, val: LabelledImages, source: NormSource, net: Network, seed: int = 0) -> ValidationSet:
+        """Read the treated images of ``val`` (and the DMSO images the source uses) once; a plate-wise source's
+        plates each in an order drawn from the fit ``seed`` and the plate's name."""
         if not source.plate_wise:
             return cls(source, [_treated(val, None, net)])
         groups = []
         for plate in val.plates:
-            group = _treated(val, plate, net)
+            group = _shuffled(_treated(val, plate, net), plate_generator(seed, plate, VALIDATION_ORDER))
             if len(group.labels):
                 controls = source.controls_input(net, plate, val.read(val.control_ids(plate)))
                 groups.append(replace(group, controls=controls))
@@ -54,7 +58,6 @@ class ValidationSet:
         if not self.source.plate_wise:
             group = self.plates[0]
             return F.cross_entropy(self._logits(net, group), group.labels).item() if len(group.labels) else 0.0
-        # issue 11: the reference shuffles each plate (seeded) before chunking; here chunks follow storage order
         losses = [F.cross_entropy(self._logits(net, g), g.labels, reduction="sum") for g in self.plates]
         n = sum(len(g.labels) for g in self.plates)
         return (sum(losses) / n).item() if n else 0.0
@@ -69,3 +72,9 @@ def _treated(val: LabelledImages, plate: str | None, net: Network) -> Validation
     ids = val.treated_ids(plate)
     labels = torch.as_tensor(val.labels(ids), dtype=torch.long, device=net.preprocess.device)
     return ValidationPlate(plate, net.pixels(val.read(ids)), labels, None)
+
+
+def _shuffled(group: ValidationPlate, rng: np.random.Generator) -> ValidationPlate:
+    """``group`` with its images (and their labels) in the order of a permutation drawn with ``rng``."""
+    order = torch.as_tensor(rng.permutation(len(group.labels)), device=group.labels.device)
+    return replace(group, pixels=group.pixels[order], labels=group.labels[order])
