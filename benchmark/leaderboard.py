@@ -4,8 +4,9 @@ One section per dataset version (name + fingerprint; records of different
 fingerprints are never averaged together), with a row per method: access level,
 in-domain / leave-batch-out / leave-source-out accuracy (mean ± std over folds ×
 seeds), the gap in-domain − leave-source-out, the paired difference to ERM with a
-bootstrap 95% CI, the number of runs and the data version; then a per-source table,
-a details table, the hyper-parameters, and the commands that regenerate the numbers.
+bootstrap 95% CI that resamples folds, then seeds within them (:data:`CI_NOTE`), the
+number of runs and the data version; then a per-source table, a details table, the
+hyper-parameters, and the commands that regenerate the numbers.
 Failed, quick, older-format and damaged records are listed, never mixed in; records of a
 method that is not installed or of a data version not in the repository are rejected
 with the reason (:func:`screen_records`).
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BenchError
-from .leaderboard_tables import (BASELINE, commands, configs, details_table, hardware, main_table, method_order,
-                                 model_line, paired_difference, per_source_table, provenance)
+from .leaderboard_tables import (BASELINE, CI_NOTE, commands, configs, details_table, hardware, main_table,
+                                 method_order, model_line, paired_difference, per_source_table, provenance)
 from .records import DEFAULT_RESULTS, QUICK, RECORD_FORMAT, Record, RecordSet, iter_record_files, load_records
 
 DEFAULT_OUT = Path("leaderboard") / "LEADERBOARD.md"
@@ -125,7 +126,7 @@ def _dataset_section(name: str, fp: str, records: list[Record], failed: list[Rec
         lines += [f"Seeds: {', '.join(map(str, seeds))}. Stored images (C×H×W): {', '.join(shapes)}. "
                   "Accuracy = mean ± std over folds × seeds (sample std); in-domain pools both splits; "
                   "gap = in-domain − leave-source-out on the same source-out runs; Δ = paired difference "
-                  f"to `{baseline}` on the same (split, fold, seed) with a bootstrap 95% CI.", "",
+                  f"to `{baseline}` on the same (split, fold, seed), n = number of pairs. {CI_NOTE}", "",
                   model_line(records), ""]
         lines += main_table(records, baseline) + [""]
         if figures_dir is not None:
@@ -136,7 +137,9 @@ def _dataset_section(name: str, fp: str, records: list[Record], failed: list[Rec
             lines += [f"![accuracy by method and split]({_rel(fig, out_md.parent)})", ""]
         per_source = per_source_table(records)
         if per_source:
-            lines += ["### Leave-source-out accuracy per held-out source", ""] + per_source + [""]
+            lines += ["### Leave-source-out accuracy per held-out source", "",
+                      "Mean ± std over the seeds of each held-out source. Each column is a single fold, so it "
+                      "has no CI: its seeds share the held-out lab.", ""] + per_source + [""]
         lines += ["### Details (out-of-domain and in-domain metrics per split)", ""] + details_table(records) + [""]
         lines += ["### Hyper-parameters (from the records' configs)", ""] + configs(records) + [""]
         lines += ["### Code that produced the records", ""] + provenance(records) + [""]

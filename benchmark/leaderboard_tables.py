@@ -12,7 +12,7 @@ from collections import defaultdict
 import numpy as np
 
 from .methods.base import AccessLevel
-from .metrics import bootstrap_ci, mean_std
+from .metrics import BOOTSTRAP_REPLICATES, bootstrap_ci, mean_std
 from .records import DEFAULT_RESULTS, QUICK, Record
 
 DEFAULT_OUT = "leaderboard/LEADERBOARD.md"
@@ -20,6 +20,12 @@ ACCESS_ORDER = {str(level): rank for rank, level in enumerate(AccessLevel)}
 """Rows are grouped by access level, from seeing nothing of the target to seeing it during fit."""
 BASELINE = "erm"
 SPLIT_LABELS = {"batch_out": "leave-batch-out", "source_out": "leave-source-out"}
+CI_NOTE = (
+    f"95% CIs are two-stage bootstrap intervals ({BOOTSTRAP_REPLICATES:,} replicates, seed 0) that resample the "
+    "units that vary: each replicate draws the folds (held-out sources or batches) with replacement, then the "
+    "seeds within each drawn fold, so k folds give the width of k observations however many seeds each has; "
+    "a single fold gives no CI (`no CI: 1 fold`).")
+"""What the leaderboard says its confidence intervals resample."""
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -48,20 +54,43 @@ def method_order(records: list[Record], baseline: str = BASELINE) -> list[str]:
     return sorted(access, key=lambda m: (ACCESS_ORDER.get(access[m], 9), m != baseline, m))
 
 
+def _by_fold(runs: list[tuple[int, float]]) -> dict[int, list[float]]:
+    """The finite values of ``(fold, value)`` runs grouped by fold, the unit the CIs resample."""
+    grouped: dict[int, list[float]] = defaultdict(list)
+    for fold, value in runs:
+        if not np.isnan(value):
+            grouped[fold].append(value)
+    return dict(grouped)
+
+
+def _ci_text(lo: float, hi: float, signed: bool = False) -> str:
+    """``[low, high]``, or ``[no CI: 1 fold]`` where the bootstrap gave none."""
+    if np.isnan(lo):
+        return "[no CI: 1 fold]"
+    fmt = "+.3f" if signed else ".3f"
+    return f"[{lo:{fmt}}, {hi:{fmt}}]"
+
+
 def paired_difference(records: list[Record], method: str, split: str,
-                      baseline: str = BASELINE) -> tuple[float, float, float, int]:
+                      baseline: str = BASELINE) -> tuple[float, float, float, int, int]:
     """Mean out-of-domain accuracy difference ``method - baseline`` over shared (fold, seed) runs.
 
-    Returns ``(mean, ci_low, ci_high, n_pairs)`` with a seeded bootstrap 95% CI.
+    Returns ``(mean, ci_low, ci_high, n_pairs, n_folds)``: the 95% CI is the two-stage bootstrap
+    of :func:`~benchmark.metrics.bootstrap_ci` on the differences (folds, then seeds within them);
+    ``nan`` bounds with fewer than two folds.
     """
     runs = {(r.method, r.fold, r.seed): _ood(r) for r in records if r.split == split}
-    diffs = [acc - runs[(baseline, f, s)] for (m, f, s), acc in runs.items()
-             if m == method and (baseline, f, s) in runs]
-    diffs = _finite(diffs)
-    if not diffs:
-        return float("nan"), float("nan"), float("nan"), 0
+    diffs = _by_fold([(f, acc - runs[(baseline, f, s)]) for (m, f, s), acc in runs.items()
+                     if m == method and (baseline, f, s) in runs])
+    values = [d for fold in diffs.values() for d in fold]
+    if not values:
+        return float("nan"), float("nan"), float("nan"), 0, 0
     lo, hi = bootstrap_ci(diffs)
-    return float(np.mean(diffs)), lo, hi, len(diffs)
+    return float(np.mean(values)), lo, hi, len(values), len(diffs)
+
+
+def _delta_cell(mean: float, lo: float, hi: float, n: int, n_folds: int) -> str:
+    return f"{mean:+.3f} {_ci_text(lo, hi, signed=True)} (n={n}, {n_folds} fold{'s' if n_folds > 1 else ''})"
 
 
 def main_table(records: list[Record], baseline: str) -> list[str]:
@@ -79,8 +108,8 @@ def main_table(records: list[Record], baseline: str) -> list[str]:
         gap = _finite([_ind(r) - _ood(r) for r in so])
         cells.append(f"{np.mean(gap):+.3f}" if gap else "–")
         for split in ("batch_out", "source_out"):
-            mean, lo, hi, n = paired_difference(records, method, split, baseline)
-            cells.append("–" if method == baseline or n == 0 else f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] (n={n})")
+            diff = paired_difference(records, method, split, baseline)
+            cells.append("–" if method == baseline or diff[3] == 0 else _delta_cell(*diff))
         counts = {s: sum(r.split == s for r in rs) for s in ("batch_out", "source_out")}
         cells.append(f"{len(rs)} ({counts['batch_out']} + {counts['source_out']})")
         cells.append(", ".join(sorted({str(r.data["dataset"]["version"]) for r in rs})))
@@ -89,7 +118,10 @@ def main_table(records: list[Record], baseline: str) -> list[str]:
 
 
 def per_source_table(records: list[Record]) -> list[str]:
-    """Leave-source-out accuracy per held-out source (mean ± std over seeds); empty without source_out runs."""
+    """Leave-source-out accuracy per held-out source (mean ± std over seeds); empty without source_out runs.
+
+    A cell is one fold, so it has no CI (:data:`CI_NOTE`): its seeds share the held-out source.
+    """
     so = [r for r in records if r.split == "source_out"]
     if not so:
         return []
@@ -106,7 +138,7 @@ def per_source_table(records: list[Record]) -> list[str]:
 
 
 def details_table(records: list[Record]) -> list[str]:
-    """All metrics per method, split and part, with a bootstrap 95% CI of the accuracy."""
+    """All metrics per method, split and part, with the fold-level bootstrap 95% CI of the accuracy."""
     cols = ["accuracy", "balanced_accuracy", "macro_f1", "worst_plate_accuracy", "ece"]
     lines = ["| method | setting | runs | accuracy | 95% CI | balanced acc. | macro-F1 | worst plate | ECE |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -117,8 +149,8 @@ def details_table(records: list[Record]) -> list[str]:
                 if not rs:
                     continue
                 values = {c: _finite([_num(r.data["metrics"][part].get(c)) for r in rs]) for c in cols}
-                lo, hi = bootstrap_ci(values["accuracy"])
-                ci = f"[{lo:.3f}, {hi:.3f}]" if values["accuracy"] else "–"
+                folds = _by_fold([(r.fold, _num(r.data["metrics"][part].get("accuracy"))) for r in rs])
+                ci = _ci_text(*bootstrap_ci(folds)) if folds else "–"
                 cells = [f"`{method}`", label, str(len(rs)), _fmt(*mean_std(values["accuracy"])), ci,
                          *[_fmt(*mean_std(values[c])) for c in cols[1:]]]
                 lines.append("| " + " | ".join(cells) + " |")

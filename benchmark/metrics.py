@@ -1,18 +1,21 @@
 """Scores of one evaluation: accuracy (primary), balanced accuracy, macro-F1, per-plate and
-worst-plate accuracy, expected calibration error; and a seeded bootstrap confidence interval.
+worst-plate accuracy, expected calibration error; and a seeded bootstrap confidence interval
+that resamples folds, then seeds within them.
 
 All functions are pure: arrays in, numbers out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 ECE_BINS = 15
 """Number of equal-width confidence bins of :func:`expected_calibration_error`."""
+BOOTSTRAP_REPLICATES = 10_000
+"""Default number of replicates of :func:`bootstrap_ci`."""
 
 
 def accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
@@ -96,26 +99,63 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, plates: Sequen
     }
 
 
-def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 10_000,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean of ``values`` (seeded, reproducible).
+def bootstrap_ci(by_fold: Mapping[Hashable, Sequence[float]], level: float = 0.95,
+                 n_boot: int = BOOTSTRAP_REPLICATES, seed: int = 0) -> tuple[float, float]:
+    """Two-stage (hierarchical) percentile bootstrap CI of the mean over runs, resampling folds.
 
-    One value gives a zero-width interval; no values give ``(nan, nan)``.
+    The units that vary are the folds (held-out sources or batches), not the runs: the seeds
+    of one fold share its held-out data. Each of ``n_boot`` replicates draws the folds with
+    replacement, then, within each drawn fold, that fold's seed values with replacement, and
+    takes the mean of all values drawn (the leaderboard's mean over folds × seeds). The CI is
+    the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the replicates, so ``k`` folds
+    give the width of ``k`` observations whatever the number of seeds.
+
+    Fewer than two folds (after dropping empty ones) give ``(nan, nan)``: a single held-out
+    source or batch says nothing about another one, whatever its seeds do. With few folds
+    (4 sources) the percentile interval is still optimistic: a bootstrap sees only the folds
+    it has.
+
+    Own code, not :func:`scipy.stats.bootstrap`: scipy resamples independent observations
+    (optionally paired across samples) and has no nested resampling; the second stage would
+    have to be a random draw inside its statistic, which its BCa and basic methods assume is
+    deterministic, and the numbers would hinge on how scipy batches its calls. The two stages
+    here are two seeded draws of one :func:`numpy.random.default_rng` generator (reproducible).
+
+    Parameters
+    ----------
+    by_fold
+        The values of each fold's runs (one per seed), keyed by fold.
+    level
+        Confidence level.
+    n_boot
+        Number of bootstrap replicates.
+    seed
+        Seed of the resampling.
 
     Examples
     --------
-    >>> bootstrap_ci([0.5, 0.5, 0.5])
+    >>> bootstrap_ci({0: [0.5, 0.5], 1: [0.5, 0.5, 0.5]})
     (0.5, 0.5)
+    >>> bootstrap_ci({0: [0.6, 0.7, 0.8]})  # one fold: no CI
+    (nan, nan)
     """
-    x = np.asarray(values, dtype=np.float64)
-    if len(x) == 0:
+    if not isinstance(by_fold, Mapping):
+        raise TypeError(f"bootstrap_ci takes {{fold: [the values of its seeds]}}, got {type(by_fold).__name__}; "
+                        "group the runs by fold (the CI resamples folds, then seeds within them)")
+    folds = [np.asarray(v, dtype=np.float64) for v in by_fold.values() if len(v)]
+    if len(folds) < 2:
         return float("nan"), float("nan")
-    if len(x) == 1:
-        return float(x[0]), float(x[0])
+    sizes = np.array([len(f) for f in folds])
+    table = np.zeros((len(folds), sizes.max()))  # fold x seed, padded
+    for i, f in enumerate(folds):
+        table[i, :len(f)] = f
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    drawn = rng.integers(0, len(folds), size=(n_boot, len(folds)))  # stage 1: folds
+    n = sizes[drawn][..., None]
+    seeds = rng.integers(0, n, size=(*drawn.shape, sizes.max()))  # stage 2: seeds within each drawn fold
+    used = np.arange(sizes.max()) < n  # a fold of n seeds contributes n draws
+    means = np.where(used, table[drawn[..., None], seeds], 0.0).sum(axis=(1, 2)) / n.sum(axis=(1, 2))
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
 

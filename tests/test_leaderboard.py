@@ -72,7 +72,7 @@ def test_main_table_by_hand(results, tmp_path):
     assert erm[1:6] == ["none", "0.900 ± 0.000", "0.700 ± 0.000", "0.650 ± 0.129", "+0.250"]
     cs = row(md, "cs_arm_bn").split(" | ")
     assert cs[1] == "unlabeled" and cs[4] == "0.750 ± 0.129"
-    assert cs[6] == "+0.050 [+0.050, +0.050] (n=1)" and cs[7] == "+0.100 [+0.100, +0.100] (n=4)"
+    assert cs[6] == "+0.050 [no CI: 1 fold] (n=1, 1 fold)" and cs[7] == "+0.100 [+0.100, +0.100] (n=4, 2 folds)"
     assert cs[8] == "5 (1 + 4)" and cs[9].startswith("1")
     assert "`synthetic` = a simulator, not real data" in md
     assert "fingerprint `fp1`" in md and "Seeds: 0, 1." in md
@@ -99,10 +99,67 @@ def test_per_source_reported_rows_and_commands(results, tmp_path):
 
 def test_paired_difference_pairs_only_shared_fold_and_seed(results):
     recs = load_records(results).ok
-    assert paired_difference(recs, "cs_arm_bn", "source_out") == pytest.approx((0.1, 0.1, 0.1, 4))
+    assert paired_difference(recs, "cs_arm_bn", "source_out") == pytest.approx((0.1, 0.1, 0.1, 4, 2))
     fake(results, "cs_arm_bn", "source_out", 1, 7, 0.0, 0.9, access="unlabeled")  # no ERM partner
     recs = load_records(results).ok
     assert paired_difference(recs, "cs_arm_bn", "source_out")[3] == 4
+
+
+def ci_of(cell):
+    """The ``(low, high)`` numbers of a ``[low, high]`` table cell."""
+    inside = cell[cell.index("[") + 1:cell.index("]")]
+    return tuple(float(v) for v in inside.split(", "))
+
+
+@pytest.fixture
+def far_folds(tmp_path):
+    """2 held-out sources x 3 seeds: the seeds of a fold nearly agree, the folds do not."""
+    root = tmp_path / "results"
+    for fold, (erm, gain) in enumerate([(0.5, 0.0), (0.9, 0.2)]):
+        for seed, jitter in enumerate((-0.001, 0.0, 0.001)):
+            fake(root, "erm", "source_out", fold, seed, erm + jitter, 0.95)
+            fake(root, "cs_arm_bn", "source_out", fold, seed, erm + gain + 2 * jitter, 0.95, access="unlabeled")
+    fake(root, "erm", "batch_out", 0, 0, 0.7, 0.9)
+    fake(root, "erm", "batch_out", 0, 1, 0.72, 0.9)
+    return root
+
+
+def test_confidence_intervals_resample_folds_not_seeds(far_folds, tmp_path):
+    out = tmp_path / "LEADERBOARD.md"
+    build_leaderboard(far_folds, out, figures=False)
+    md = out.read_text()
+    details = section(md, "### Details", "\n### ")
+    erm_so = next(line for line in details.splitlines() if line.startswith("| `erm` | leave-source-out |"))
+    # two folds span [fold 0, fold 1]; the run-level bootstrap of the 6 runs gave about [0.566, 0.834]
+    assert ci_of(erm_so.split(" | ")[4]) == pytest.approx((0.5, 0.9), abs=0.002)
+    delta = row(md, "cs_arm_bn").split(" | ")[7]  # the paired difference resamples folds too: +0.0 and +0.2
+    assert ci_of(delta) == pytest.approx((0.0, 0.2), abs=0.002)  # run-level: about [+0.033, +0.167]
+    assert delta.startswith("+0.100 [") and delta.endswith("(n=6, 2 folds)")
+    mean, lo, hi, n, n_folds = paired_difference(load_records(far_folds).ok, "cs_arm_bn", "source_out")
+    assert (lo, hi) == pytest.approx((0.0, 0.2), abs=0.002) and (n, n_folds) == (6, 2)
+
+
+def test_a_single_fold_gets_no_confidence_interval(far_folds, tmp_path):
+    out = tmp_path / "LEADERBOARD.md"
+    build_leaderboard(far_folds, out, figures=False)
+    md = out.read_text()
+    details = section(md, "### Details", "\n### ")
+    erm_bo = next(line for line in details.splitlines() if line.startswith("| `erm` | leave-batch-out |"))
+    assert erm_bo.split(" | ")[2:5] == ["2", "0.710 ± 0.014", "[no CI: 1 fold]"]  # two seeds of one fold
+    assert all(np.isnan(paired_difference(load_records(far_folds).ok, "erm", "batch_out")[1:3]))
+    assert "then the seeds within each drawn fold" in md and "a single fold gives no CI" in md
+    per_source = section(md, "### Leave-source-out accuracy per held-out source", "\n### ")
+    assert "Each column is a single fold, so it has no CI" in per_source
+
+
+def test_confidence_intervals_are_reproducible(far_folds, tmp_path):
+    recs = load_records(far_folds).ok
+    assert paired_difference(recs, "cs_arm_bn", "source_out") == paired_difference(recs, "cs_arm_bn", "source_out")
+    out = tmp_path / "LEADERBOARD.md"
+    build_leaderboard(far_folds, out, figures=False)
+    first = out.read_text()
+    build_leaderboard(far_folds, out, figures=False)
+    assert out.read_text() == first
 
 
 def test_mixed_fingerprints_are_never_averaged(results, tmp_path):

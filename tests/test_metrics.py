@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from benchmark.metrics import (accuracy, balanced_accuracy, bootstrap_ci, classification_metrics,
                                expected_calibration_error, macro_f1, mean_std, per_plate_accuracy)
@@ -63,14 +64,62 @@ def test_per_plate_and_worst_plate():
     assert m["ece"] == pytest.approx(0.4)  # all in one bin: |0.5 - 0.9|
 
 
-def test_bootstrap_ci_is_seeded_and_covers_the_mean():
-    x = np.random.default_rng(1).normal(0.8, 0.05, size=20)
-    lo, hi = bootstrap_ci(x, seed=3)
-    assert (lo, hi) == bootstrap_ci(x, seed=3)
-    assert lo < x.mean() < hi
-    assert hi - lo == pytest.approx(2 * 1.96 * x.std(ddof=1) / np.sqrt(20), rel=0.25)
-    assert bootstrap_ci([0.7]) == (0.7, 0.7)
-    assert all(np.isnan(bootstrap_ci([])))
+FOLD_MEANS = [0.738, 0.604, 0.835, 0.696]  # ERM leave-source-out per held-out lab, committed sim-1.5 records
+
+
+def seeds_around(means, n_seeds=3, spread=0.001):
+    """{fold: n_seeds values within ``spread`` of the fold's mean}: seeds agree, folds may not."""
+    return {f: list(m + np.linspace(-spread, spread, n_seeds)) for f, m in enumerate(means)}
+
+
+def run_level_ci(by_fold):
+    """The old interval: a percentile bootstrap of the runs as if they were independent."""
+    runs = [v for values in by_fold.values() for v in values]
+    return scipy.stats.bootstrap((runs,), np.mean, method="percentile", rng=0).confidence_interval
+
+
+def test_bootstrap_ci_resamples_folds_not_runs():
+    by_fold = seeds_around([0.5, 0.9])  # 2 folds x 3 seeds: seeds nearly identical, folds far apart
+    lo, hi = bootstrap_ci(by_fold)
+    assert lo == pytest.approx(0.5, abs=0.002) and hi == pytest.approx(0.9, abs=0.002)
+    old = run_level_ci(by_fold)  # treats the 6 runs as independent: about [0.57, 0.83]
+    assert hi - lo > 1.4 * (old.high - old.low)
+
+
+def test_bootstrap_ci_of_k_folds_has_the_width_of_k_observations():
+    expected = scipy.stats.bootstrap((FOLD_MEANS,), np.mean, method="percentile", rng=0).confidence_interval
+    for n_seeds in (1, 3, 30):  # more seeds of the same folds do not narrow the interval
+        lo, hi = bootstrap_ci(seeds_around(FOLD_MEANS, n_seeds))
+        assert lo == pytest.approx(expected.low, abs=0.005) and hi == pytest.approx(expected.high, abs=0.005)
+    lo, hi = bootstrap_ci(seeds_around(FOLD_MEANS, 3))
+    assert hi - lo > 0.15  # about [0.637, 0.800]; the run-level bootstrap of the 12 runs gives about 0.09
+
+
+def test_bootstrap_ci_adds_the_seeds_spread_within_folds():
+    tight = bootstrap_ci(seeds_around([0.7, 0.7, 0.7], spread=0.001))
+    noisy = bootstrap_ci(seeds_around([0.7, 0.7, 0.7], spread=0.05))  # stage 2 resamples the seeds of each fold
+    assert tight[1] - tight[0] < 0.002 < 0.02 < noisy[1] - noisy[0]
+
+
+def test_bootstrap_ci_is_narrow_where_folds_agree():
+    lo, hi = bootstrap_ci(seeds_around([0.80, 0.801, 0.799, 0.800, 0.802], spread=0.002))
+    assert lo < 0.8004 < hi and hi - lo < 0.004
+
+
+def test_bootstrap_ci_is_seeded_and_reproducible():
+    by_fold = {0: [0.61, 0.64, 0.60], 1: [0.72, 0.70], 2: [0.81, 0.83, 0.80]}  # folds of unequal size
+    assert bootstrap_ci(by_fold, seed=3) == bootstrap_ci(dict(by_fold), seed=3)
+    assert bootstrap_ci(by_fold, seed=3) != bootstrap_ci(by_fold, seed=4)
+    lo, hi = bootstrap_ci(by_fold)
+    assert lo < np.mean([v for vs in by_fold.values() for v in vs]) < hi
+
+
+def test_bootstrap_ci_gives_no_interval_for_a_single_fold():
+    assert all(np.isnan(bootstrap_ci({0: [0.6, 0.7, 0.8]})))  # three seeds of one fold are still one fold
+    assert all(np.isnan(bootstrap_ci({0: [0.7], 1: []})))
+    assert all(np.isnan(bootstrap_ci({})))
+    with pytest.raises(TypeError, match=r"group the runs by fold"):
+        bootstrap_ci([0.6, 0.7, 0.8])
 
 
 def test_mean_std_uses_sample_std():
