@@ -127,6 +127,60 @@ def _print_summary(dataset) -> None:
     console.print(table)
 
 
+@data_app.command("calibrate")
+@handle_errors
+def calibrate(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name or path to a prepared dataset folder "
+                                         "(default: the synthetic simulator, default size, severity 1).")]
+    = "synthetic",
+    quick: Annotated[bool, typer.Option("--quick", help="Seed 0 and fold 0 of each split only; the methods keep "
+                                        "their full settings (default: 3 seeds, all folds).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the panel as JSON on stdout.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the markdown table for the data card "
+                                           "instead of the terminal table.")] = False,
+    results: Annotated[Path | None, typer.Option("--results", help="Folder of the run records, reused when there "
+                                                 "(default: <cache>/calibration); leaderboard/results reuses the "
+                                                 "committed records.")] = None,
+    probe: Annotated[list[str] | None, typer.Option("--probe", help="Run only this probe (repeatable); an unknown "
+                                                    "name lists the valid ones.")] = None,
+    device: Annotated[str, typer.Option(help="auto (GPU if visible), cpu or cuda.")] = "auto",
+    smoke: Annotated[bool, typer.Option("--smoke", help="The methods' --quick settings (1 epoch): a smoke test "
+                                        "of the panel itself; the numbers mean nothing.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
+) -> None:
+    """Run the probe panel on a dataset and print probe x measured x target x pass.
+
+    Accuracy probes come from ordinary run records (as `bench run` writes them, reused when there);
+    the label-shift probe fits ERM, ARM-BN and BEN in this process; the lab probe also generates the
+    dataset's severity-0 twin. Rerun the same command to resume.
+    """
+    from ..calibration.probes import select_probes
+    from ..protocol import resolve_device
+
+    if as_json and markdown:
+        raise BenchError("--json and --markdown each choose the output; give one of them")
+    select_probes(probe)  # unknown names fail before any work
+    resolve_device(device)
+    from ..calibration.settings import PanelSettings
+    from ..calibration.panel import panel_json, run_panel
+    from ..calibration.report import markdown_table, print_table
+
+    data = _open(dataset, progress=not as_json)
+    settings = PanelSettings(quick=quick, smoke=smoke, device=device, results_dir=results)
+    log = None if quiet else (lambda line: typer.echo(line, err=True))
+    result = run_panel(data, settings, probe, log=log, progress=not (as_json or quiet))
+    if as_json:
+        typer.echo(json.dumps(panel_json(result), indent=1, allow_nan=False))
+    elif markdown:
+        typer.echo(markdown_table(result))
+    else:
+        print_table(result)
+    errors = [r for r in result.rows if r.error]
+    if errors and not as_json:
+        typer.echo(f"{len(errors)} of {len(result.rows)} probes could not be measured (first: {errors[0].probe.name}: "
+                   f"{errors[0].error}); fix that and rerun, finished runs are reused", err=True)
+
+
 def attach(app: typer.Typer) -> None:
     try:
         from .prepare import attach_prepare
