@@ -39,11 +39,12 @@ class ConvNetConfig(MethodConfig):
     """Hyper-parameters shared by the ResNet-classifier methods (CPU defaults)."""
 
     backbone: str = "resnet_micro"  # 5-channel ResNet (resnet_micro, resnet_small, resnet18, resnet50)
-    crop: int = 40                  # side of the random (train) / centre (test) crop in px; 0 = whole image
+    crop: int = 40                  # side of the random training crop in px; 0 = whole image
+    eval_crop: int = 0              # side of the centre crop at validation and test in px; 0 = whole image
     lr: float = 1e-2                # Adam (peak) learning rate (reference: 1e-3, constant)
     weight_decay: float = 0.0       # Adam weight decay
-    max_epochs: int = 6             # epoch budget (passes over the training plates' treated images; reference: 200)
-    patience: int = 6               # early stopping: epochs without a lower validation loss (reference: 20)
+    max_epochs: int = 3             # epoch budget (passes over the training plates' treated images; reference: 200)
+    patience: int = 3               # early stopping: epochs without a lower validation loss (reference: 20)
     grad_accum: int = 1             # mini-batches per optimiser step (reference: 8)
     schedule: str = "onecycle"      # learning rate: "onecycle" (warm-up, cosine to ~0) or "constant" (reference)
     eval_batch_size: int = 256      # images per forward pass when no BN context is involved
@@ -77,7 +78,7 @@ class ConvNetMethod(Method):
         recipe = self.recipe()
         self._setup(train, seed)
         net = self.net
-        validation = ValidationSet.read(val, recipe.validation, net)
+        validation = ValidationSet.read(val, recipe.validation, net, seed)
         cfg = self.config
         settings = TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
                                  patience=cfg.patience, grad_accum=cfg.grad_accum, schedule=cfg.schedule)
@@ -173,7 +174,7 @@ class ConvNetMethod(Method):
         images = train.read(sample)
         self.stats_ = channel_stats(images)
         self.preprocess_ = Preprocessor(self.stats_, check_crop(cfg.crop, images.shape[1:]),
-                                        self.device, cfg.channels_last)
+                                        self.device, cfg.channels_last, check_crop(cfg.eval_crop, images.shape[1:]))
         torch.manual_seed(seed)
         model = self.build_model().to(self.device)
         model = model.to(memory_format=torch.channels_last) if cfg.channels_last else model
@@ -181,6 +182,7 @@ class ConvNetMethod(Method):
 
     def _report(self, train: LabelledImages) -> dict[str, Any]:
         return dict(backbone=self.config.backbone, n_parameters=n_parameters(self.model_), crop=self.preprocess_.crop,
+                    eval_crop=self.preprocess_.eval_crop,
                     n_train_plates=len(train.plates), n_train_treated=int(len(train.treated_ids())),
                     channel_stats=self.stats_.to_dict(), mixed_precision=mixed_precision(self.device),
                     loader_workers=loader_workers(self.device))

@@ -104,15 +104,18 @@ class Preprocessor:
     Parameters
     ----------
     stats : per-channel statistics of the training split.
-    crop : side of the square crop in pixels.
+    crop : side of the square random crop of training images, in pixels.
     device : where the tensors go.
     channels_last : use the channels-last memory format (faster convolutions on CPU).
+    eval_crop : side of the centre crop of evaluation images (None: ``crop``). A network that pools
+        globally takes any size, so evaluation may see more of the field than one training crop.
     """
 
     stats: ChannelStats
     crop: int
     device: str = "cpu"
     channels_last: bool = False
+    eval_crop: int | None = None
 
     def train(self, images: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """Random crop + flips, normalised."""
@@ -128,7 +131,8 @@ class Preprocessor:
 
         Hold evaluation sets in this form and :meth:`normalise` them chunk by chunk.
         """
-        pixels = torch.from_numpy(np.ascontiguousarray(center_crop(np.asarray(images), self.crop)))
+        side = self.crop if self.eval_crop is None else self.eval_crop
+        pixels = torch.from_numpy(np.ascontiguousarray(center_crop(np.asarray(images), side)))
         return to_device(pixels, self.device)
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:

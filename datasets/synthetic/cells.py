@@ -17,6 +17,8 @@ from .phenotypes import Phenotype
 
 N_CH = 5
 RNA, ER, AGP, MITO, DNA = range(N_CH)
+GRANULE_SHARE = 0.025
+"""Share of a cell's diffuse ER stain that one lysosomal granule takes (stain is conserved, not added)."""
 
 
 @dataclass
@@ -118,7 +120,8 @@ def draw_cells(rng: np.random.Generator, bio: BiologyParams, phenos: Sequence[Ph
     potency = np.exp(rng.normal(0, bio.well_potency_cv, size=n_wells))
     margin = 0.6 * bio.cell_radius * scale
     area = ((size + 2 * margin) / 64.0) ** 2
-    lam = bio.cells_per_site * area * (densities * table["viability"])[well_of_site] / scale**2
+    site_density = np.exp(rng.normal(0, bio.site_density_cv, size=n_sites))  # uneven seeding within a well
+    lam = bio.cells_per_site * area * (densities * table["viability"])[well_of_site] * site_density / scale**2
     counts = rng.poisson(lam)
     n = int(counts.sum())
     site = np.repeat(np.arange(n_sites), counts)
@@ -195,7 +198,7 @@ def draw_cells(rng: np.random.Generator, bio: BiologyParams, phenos: Sequence[Ph
     frag = rng.random(len(mcell)) < np.clip(0.1 + ph["mito_fragmentation"][mcell] * resp[mcell], 0, 1)
     direction = rng.uniform(0, 2 * np.pi, size=len(mcell))
     step = 0.9 * scale * ~frag
-    amp_m = inten[mcell, MITO] * np.where(frag, 1.6, 1.0)
+    amp_m = inten[mcell, MITO]  # a punctum holds the stain of the tubule it came from
     for j in range(-1, 3):
         amp = np.zeros((len(mcell), N_CH))
         amp[:, MITO] = amp_m * (0.55 if j in (-1, 2) else 0.75)
@@ -221,6 +224,7 @@ def draw_cells(rng: np.random.Generator, bio: BiologyParams, phenos: Sequence[Ph
     amp[:, ER] = 1.4 * inten[gcell, ER]
     amp[:, AGP] = 0.6 * inten[gcell, AGP]
     add_spots(site[gcell], gxx, gyy, amp)
+    inten[:, ER] *= np.clip(1 - GRANULE_SHARE * n_gr, 0.4, 1)  # granules take their stain from the diffuse ER
 
     # vacuoles: dark holes in the cytoplasm
     n_vac = rng.poisson(np.clip(ph["vacuoles"] * resp, 0, None) + 0.2) * ~mitotic

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from ...errors import BenchError, UnknownNameError
 
-SIMULATOR_VERSION = "sim-1.5"
+SIMULATOR_VERSION = "sim-2"
 """Bump whenever the generative model changes (it is part of the cache key)."""
 
 
@@ -35,12 +35,15 @@ class BiologyParams:
     """Mean log aspect ratio of a cell (0 = round)."""
     irregularity: float = 0.12
     """Amplitude of the smooth noise that bends cell boundaries (protrusions)."""
-    intensity_cv: float = 0.22
+    intensity_cv: float = 0.25
     """Per-cell, per-channel log-normal intensity spread."""
-    well_cv: float = 0.08
+    well_cv: float = 0.10
     """Per-well, per-channel log-normal intensity spread (biological well-to-well variation)."""
     well_density_cv: float = 0.12
     """Per-well log-normal spread of cell density."""
+    site_density_cv: float = 0.20
+    """Per-site log-normal spread of cell density (uneven seeding, clumping): whole-image intensity
+    statistics vary between the sites of one well, the cells themselves do not."""
     g2_fraction: float = 0.35
     """Share of cells in G2 (twice the DNA, larger nucleus)."""
     mitotic_fraction: float = 0.03
@@ -51,7 +54,7 @@ class BiologyParams:
     """Mitochondrial segments per cell (scaled by cell area)."""
     well_potency_cv: float = 0.20
     """Per-well log-normal spread of the compound's effect strength."""
-    phenotype_strength: float = 2.0
+    phenotype_strength: float = 2.5
     """Global multiplier of every compound's effect (the exponent of multiplicative effects)."""
 
 
@@ -84,16 +87,30 @@ class TechnicalParams:
     """Out-of-focus haze of a widefield source: U(0.5, 1) x this (confocal: 0.1 x this)."""
     haze_sigma: float = 7.0
     """Gaussian sigma (px) of the out-of-focus haze."""
+    gamma_spread: float = 0.12
+    """Log per-channel exponent of a source's detector response, ``signal ** gamma``: N(0, spread)
+    (non-linear: no affine correction of plate statistics undoes it exactly)."""
+    saturation: float = 4.0
+    """Full-well level of the reference camera, in units of the mean stain signal; a source's is
+    this x exp(N(0, saturation_spread)); brighter pixels saturate softly."""
+    saturation_spread: float = 0.35
     # per batch
-    stain_spread: float = 0.18
+    stain_spread: float = 0.25
     """Log per-channel stain intensity of a batch: N(0, spread)."""
     seeding_spread: float = 0.15
     """Log seeding density of a batch: N(0, spread)."""
+    unbound_dye: float = 0.12
+    """Unbound-dye background of a batch per channel (fraction of the mean signal): U(0, this)."""
+    batch_defocus: float = 0.15
+    """Focus offset of a batch (extra blur sigma, px): |N(0, this)|."""
     # per plate
     plate_gain_spread: float = 0.05
     """Log per-channel gain of a plate: N(0, spread)."""
     edge_effect: float = 0.12
     """Evaporation in edge wells: stain x (1 + this), density x (1 - this)."""
+    plate_tilt: float = 0.2
+    """Focus gradient across a plate (tilted plate or stage): extra blur sigma at the plate's far
+    columns N(0, this) px, linear in the column, plus ``0.15`` x this of the log stain along the rows."""
     # per well / site
     defocus_spread: float = 0.25
     """Per-well extra blur sigma (px): |N(0, spread)|."""
@@ -117,7 +134,7 @@ class SizePreset:
 
 SIZES: dict[str, SizePreset] = {
     "tiny": SizePreset(n_sources=4, batches_per_source=3, plates_per_batch=2, sites_per_well=2, image_size=32),
-    "default": SizePreset(n_sources=4, batches_per_source=3, plates_per_batch=2, sites_per_well=3, image_size=64),
+    "default": SizePreset(n_sources=4, batches_per_source=3, plates_per_batch=2, sites_per_well=6, image_size=64),
     "large": SizePreset(n_sources=6, batches_per_source=4, plates_per_batch=3, sites_per_well=4, image_size=96),
 }
 """Size presets: ``tiny`` for tests, ``default``, ``large`` for sweeps and scaling."""

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 from rich.progress import Progress
 
-from ...constants import DMSO_ID, DMSO_LABEL, POSCONS, dmso_wells, is_edge_well
+from ...constants import DMSO_ID, DMSO_LABEL, PLATE_COLS, PLATE_ROWS, POSCONS, dmso_wells, is_edge_well
 from ..dataset import DatasetMeta, write_dataset
 from ..store import write_shard
 from .cells import N_CH, draw_cells
@@ -41,6 +41,7 @@ class WellSpec:
     stain: np.ndarray   # (5,) stain x plate gain x edge x biological well factor
     density: float      # seeding x edge x biological well factor
     defocus: float      # px
+    dye: np.ndarray | None = None  # (5,) unbound-dye background of the batch (signal units)
 
 
 def render_wells(bio: BiologyParams, micro: Microscope, wells: list[WellSpec], sites: int, size: int,
@@ -53,7 +54,8 @@ def render_wells(bio: BiologyParams, micro: Microscope, wells: list[WellSpec], s
     stain = np.repeat(np.stack([w.stain for w in wells]), sites, axis=0)
     defocus = np.repeat([w.defocus for w in wells], sites) + severity * np.abs(
         rng_cam.normal(0, site_defocus, size=len(wells) * sites))
-    return to_uint8(image_microscope(micro, stain, defocus, clean, rng_cam))
+    dye = np.repeat(np.stack([np.zeros(N_CH) if w.dye is None else w.dye for w in wells]), sites, axis=0)
+    return to_uint8(image_microscope(micro, stain, defocus, clean, rng_cam, dye))
 
 
 def _rng(config: SimulatorConfig, *keys: int) -> np.random.Generator:
@@ -73,19 +75,27 @@ def plate_wells(config: SimulatorConfig, k: int, b: int, p: int) -> list[WellSpe
     rb = _rng(config, BATCH, k, b)
     stain_batch = np.exp(s * rb.normal(0, tech.stain_spread, size=N_CH))
     seeding = float(np.exp(s * rb.normal(0, tech.seeding_spread)))
+    dye = s * rb.uniform(0, tech.unbound_dye, size=N_CH)
+    batch_defocus = s * abs(rb.normal(0, tech.batch_defocus))
     rp = _rng(config, PLATE, k, b, p)
     plate_gain = np.exp(s * rp.normal(0, tech.plate_gain_spread, size=N_CH))
+    tilt, best_column = s * rp.normal(0, tech.plate_tilt), rp.uniform(1, PLATE_COLS)
+    row_slope = s * 0.15 * tech.plate_tilt * rp.normal()
     specs = []
     for well, label, _ in plate_layout():
         edge = is_edge_well(well)
+        row, col = PLATE_ROWS.index(well[0]), int(well[1:])
         bio_stain = np.exp(rp.normal(0, config.biology.well_cv, size=N_CH))
         bio_density = float(np.exp(rp.normal(0, config.biology.well_density_cv)))
-        defocus = s * abs(rp.normal(0, tech.defocus_spread))
+        defocus = batch_defocus + s * abs(rp.normal(0, tech.defocus_spread)) + abs(
+            tilt * (col - best_column) / (PLATE_COLS - 1))
+        row_gain = np.exp(row_slope * (row - 7.5) / 7.5)
         specs.append(WellSpec(
             phenotype=BY_LABEL[label],
-            stain=stain_batch * plate_gain * bio_stain * (1 + s * tech.edge_effect * edge),
+            stain=stain_batch * plate_gain * row_gain * bio_stain * (1 + s * tech.edge_effect * edge),
             density=seeding * bio_density * max(0.2, 1 - s * tech.edge_effect * edge),
             defocus=defocus,
+            dye=dye,
         ))
     return specs
 

@@ -1,12 +1,14 @@
 """Technical effects of every level (source, batch, plate, well, site) and the 8-bit conversion.
 
 Physical order of the image formation: stain intensity (batch, plate, edge wells) ->
-optics (chromatic PSF blur + per-well defocus; out-of-focus haze of widefield
-systems) -> spectral bleed-through -> illumination fall-off (vignetting) -> stray
-light / autofluorescence background -> camera (shot noise, read noise, gain,
-offset) -> per-image, per-channel 99.99th-percentile clip to uint8 (the JUMP
-reference preprocessing). Every deviation from the reference microscope is
-multiplied by ``severity``.
+optics (chromatic PSF blur + per-batch, per-well and per-site defocus; out-of-focus
+haze of widefield systems) -> unbound-dye background of the batch -> spectral
+bleed-through -> illumination fall-off (vignetting) -> stray light /
+autofluorescence background -> detector (non-linear response ``signal ** gamma``,
+shot noise, read noise, soft saturation at the full-well level, gain, offset) ->
+per-image, per-channel 99.99th-percentile clip to uint8 (the JUMP reference
+preprocessing). Every deviation from the reference microscope is multiplied by
+``severity``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class Microscope:
     read_noise: float       # electrons
     gain: np.ndarray        # (5,) detector gain (relative)
     dark: np.ndarray        # (5,) camera offset (signal units after gain)
+    gamma: np.ndarray       # (5,) exponent of the detector response
+    full_well: np.ndarray   # (5,) saturation level (signal units)
 
 
 def draw_microscope(rng: np.random.Generator, tech: TechnicalParams, severity: float, widefield: bool) -> Microscope:
@@ -71,14 +75,23 @@ def draw_microscope(rng: np.random.Generator, tech: TechnicalParams, severity: f
         read_noise=float(tech.read_noise * np.exp(s * rng.normal(0, 0.3))),
         gain=np.exp(s * rng.normal(0, tech.gain_spread, size=N_CH)),
         dark=DARK + s * rng.uniform(0, tech.offset_spread, size=N_CH),
+        gamma=np.exp(s * rng.normal(0, tech.gamma_spread, size=N_CH)),
+        full_well=tech.saturation * np.exp(-s * np.abs(rng.normal(0, tech.saturation_spread, size=N_CH))),
     )
 
 
+def soft_saturation(x: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Detector response that is linear well below ``level`` (per channel) and flattens out at it."""
+    level = level[None, :, None, None].astype(np.float32)
+    return (x / (1 + (np.maximum(x, 0) / level) ** 4) ** 0.25).astype(np.float32)
+
+
 def image_microscope(m: Microscope, stain: np.ndarray, defocus: np.ndarray, clean: np.ndarray,
-                     rng: np.random.Generator) -> np.ndarray:
+                     rng: np.random.Generator, dye: np.ndarray | None = None) -> np.ndarray:
     """Physical image formation, float32 ``(B, 5, S, S)`` in detector units.
 
-    ``stain`` (B, 5) multiplies the dye signal (batch x plate x edge); ``defocus`` (B,) adds blur (px).
+    ``stain`` (B, 5) multiplies the dye signal (batch x plate x edge); ``defocus`` (B,) adds blur (px);
+    ``dye`` (B, 5), if given, is the unbound-dye background (signal units).
     """
     size = clean.shape[-1]
     x = clean * stain[:, :, None, None].astype(np.float32)
@@ -87,15 +100,19 @@ def image_microscope(m: Microscope, stain: np.ndarray, defocus: np.ndarray, clea
     if m.haze > 0:
         transfer = transfer + np.float32(m.haze) * gaussian_transfer(size, np.float32(m.haze_sigma))[None, None]
     x = sfft.irfft2(sfft.rfft2(x) * transfer.astype(np.float32), s=(size, size)).astype(np.float32)
+    if dye is not None:
+        x = x + dye[:, :, None, None].astype(np.float32)
     x = np.einsum("ij,bjhw->bihw", m.bleed.astype(np.float32), x)
     grid = (np.arange(size, dtype=np.float32) + 0.5) / size
     r2 = ((grid[None, :] - m.centre[0]) ** 2 + (grid[:, None] - m.centre[1]) ** 2) / 0.5
     fall = np.clip(1 - m.vignette[:, None, None] * r2[None], 0.05, None).astype(np.float32)
     x = np.maximum(x, 0) * fall + (m.background[:, None, None] * fall).astype(np.float32)
+    x = x ** m.gamma[None, :, None, None].astype(np.float32)
     electrons = x * m.photons[None, :, None, None].astype(np.float32)
     electrons += np.sqrt(electrons) * rng.standard_normal(electrons.shape, dtype=np.float32)
     electrons += np.float32(m.read_noise) * rng.standard_normal(electrons.shape, dtype=np.float32)
-    adu = electrons / m.photons[None, :, None, None] * m.gain[None, :, None, None] + m.dark[None, :, None, None]
+    signal = soft_saturation(electrons / m.photons[None, :, None, None].astype(np.float32), m.full_well)
+    adu = signal * m.gain[None, :, None, None] + m.dark[None, :, None, None]
     return adu.astype(np.float32)
 
 

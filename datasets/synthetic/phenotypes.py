@@ -58,28 +58,32 @@ MULTIPLICATIVE = ("viability", "cell_size", "nucleus_size", "aspect", "irregular
 ADDITIVE = ("multinucleated", "er_granules", "mito_fragmentation", "mito_perinuclear", "vacuoles")
 
 PHENOTYPES: dict[str, Phenotype] = {
+    # sim-2: phenotypes are carried by morphology and spatial organisation (shape, texture, object
+    # counts and arrangement); totals of stain per cell change little, so whole-image intensity
+    # statistics see only a faint trace of most of them. Strong: AMG900, FK-866; subtle:
+    # dexamethasone, LY2109761, quinidine (lower penetrance, smaller effects); the rest in between.
+    #
     # Aurora kinases drive mitosis; without them cytokinesis fails: large, polyploid,
-    # multinucleated cells, and fewer of them.
-    "AMG900": Phenotype(penetrance=0.9, viability=0.45, cell_size=1.7, nucleus_size=1.6,
-                        multinucleated=0.9, dna=1.5, irregularity=1.6),
-    # Glucocorticoid receptor agonist: spreading and elongation, a little more actin.
-    "dexamethasone": Phenotype(penetrance=0.8, cell_size=1.2, aspect=2.2, agp_fibres=1.5,
-                               nucleus_size=0.9, er=0.85),
-    # NAMPT inhibition depletes NAD+: dimmer, fragmented, perinuclear mitochondria; fewer cells.
-    "FK-866": Phenotype(penetrance=0.85, viability=0.7, mito=0.5, mito_fragmentation=0.85,
-                        mito_perinuclear=0.7, cell_size=0.9, rna_cyto=0.8),
-    # TGF-beta receptor inhibition: loss of stress fibres; rounder, compact, denser epithelial-like cells.
-    "LY2109761": Phenotype(penetrance=0.85, agp_fibres=0.25, aspect=0.2, cell_size=0.75,
-                           agp_membrane=1.5, nucleus_size=0.9, viability=1.3),
-    # PAK1 controls actin dynamics: ruffled, irregular outlines with bright cortical actin.
-    "NVS-PAK1-1": Phenotype(penetrance=0.85, irregularity=4.0, agp_membrane=3.0, agp_fibres=0.8),
-    # Cationic amphiphilic drug: phospholipidosis, cytoplasmic vacuoles, swollen cells, ER stress.
-    "quinidine": Phenotype(penetrance=0.85, vacuoles=12.0, cell_size=1.3, er=1.5, mito=0.8),
-    # DYRK1A/B regulate nuclear speckles and the cell cycle: larger nucleoli, larger nuclei, more cells.
-    "TC-S-7004": Phenotype(penetrance=0.85, nucleoli=2.5, nucleoli_size=1.8, nucleus_size=1.3,
-                           viability=1.15, rna_cyto=1.2),
-    # Cathepsin inhibition: undigested material accumulates in lysosomes; bright granules, larger Golgi.
-    "aloxistatin": Phenotype(penetrance=0.85, er_granules=16.0, golgi=2.2, rna_cyto=1.1),
+    # multinucleated cells, and fewer of them (strong).
+    "AMG900": Phenotype(penetrance=0.9, viability=0.5, cell_size=1.7, nucleus_size=1.5,
+                        multinucleated=0.9, dna=1.2, irregularity=1.6),
+    # Glucocorticoid receptor agonist: spreading and elongation, slightly more stress fibres (subtle).
+    "dexamethasone": Phenotype(penetrance=0.7, aspect=2.2, cell_size=1.2, agp_fibres=1.4, nucleus_size=0.9),
+    # NAMPT inhibition depletes NAD+: fragmented mitochondria clustered at the nucleus, fewer cells (strong).
+    "FK-866": Phenotype(penetrance=0.85, viability=0.7, mito=0.7, mito_fragmentation=0.85,
+                        mito_perinuclear=0.8, cell_size=0.9),
+    # TGF-beta receptor inhibition: fewer stress fibres; rounder, more compact cells (subtle).
+    "LY2109761": Phenotype(penetrance=0.7, agp_fibres=0.3, aspect=0.25, cell_size=0.8, agp_membrane=1.3,
+                           viability=1.2),
+    # PAK1 controls actin dynamics: ruffled, irregular outlines with brighter cortical actin.
+    "NVS-PAK1-1": Phenotype(penetrance=0.85, irregularity=4.0, agp_membrane=2.0, agp_fibres=0.8),
+    # Cationic amphiphilic drug: phospholipidosis, cytoplasmic vacuoles, slightly swollen cells (subtle).
+    "quinidine": Phenotype(penetrance=0.7, vacuoles=10.0, cell_size=1.2, er=1.2),
+    # DYRK1A/B regulate nuclear speckles and the cell cycle: larger, brighter nucleoli, larger nuclei.
+    "TC-S-7004": Phenotype(penetrance=0.85, nucleoli=1.8, nucleoli_size=1.8, nucleus_size=1.3, viability=1.1),
+    # Cathepsin inhibition: undigested material gathers in lysosomes (granules take ER/AGP stain from
+    # the diffuse cytoplasm), larger Golgi.
+    "aloxistatin": Phenotype(penetrance=0.85, er_granules=14.0, golgi=2.2),
 }
 
 BY_LABEL: dict[int, Phenotype] = {DMSO_LABEL: Phenotype()} | {i: PHENOTYPES[n] for i, n in enumerate(CLASS_NAMES)}
