@@ -5,10 +5,11 @@ A method subclasses :class:`ConvNetMethod` and declares its choices in :meth:`~C
 which images form a training mini-batch, where BN statistics come from in training,
 validation and test, and (optionally) its training loss. ``fit``, ``adapt`` and ``predict``
 here only run that recipe with the core's mechanisms. The reference setting of the study (GPU) is
-``backbone="resnet50", crop=256, lr=1e-3, schedule="constant", max_epochs=200, patience=20,
-grad_accum=8`` (``--preset paper``). The CPU default trains for 6 epochs with a one-cycle
-schedule peaking at 1e-2: on the simulator it matches 8 epochs at a constant 3e-3 in
-accuracy for three quarters of the compute.
+``backbone="resnet50", crop=256, eval_crop=256, lr=1e-3, schedule="constant", max_epochs=200,
+patience=20`` with gradient accumulation 8 for the one-plate methods (``--preset paper``). The CPU
+default trains on 40 px random crops for 3 epochs with a one-cycle schedule peaking at 1e-2 and
+evaluates on the whole 64 px field (the network pools globally): on sim-2, with 6 sites per well,
+that is as many optimiser steps as sim-1.5's 6 epochs over 3 sites per well.
 """
 
 from __future__ import annotations
