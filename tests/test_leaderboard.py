@@ -124,12 +124,17 @@ def far_folds(tmp_path):
     return root
 
 
+def details_row(md: str, method: str, setting: str) -> str:
+    """The line of ``method`` and ``setting`` in the leaderboard's details table."""
+    details = section(md, "### Details", "\n### ")
+    return next(line for line in details.splitlines() if line.startswith(f"| `{method}` | {setting} |"))
+
+
 def test_confidence_intervals_resample_folds_not_seeds(far_folds, tmp_path):
     out = tmp_path / "LEADERBOARD.md"
     build_leaderboard(far_folds, out, figures=False)
     md = out.read_text()
-    details = section(md, "### Details", "\n### ")
-    erm_so = next(line for line in details.splitlines() if line.startswith("| `erm` | leave-source-out |"))
+    erm_so = details_row(md, "erm", "leave-source-out")
     # two folds span [fold 0, fold 1]; the run-level bootstrap of the 6 runs gave about [0.566, 0.834]
     assert ci_of(erm_so.split(" | ")[4]) == pytest.approx((0.5, 0.9), abs=0.002)
     delta = row(md, "cs_arm_bn").split(" | ")[7]  # the paired difference resamples folds too: +0.0 and +0.2
@@ -143,8 +148,7 @@ def test_a_single_fold_gets_no_confidence_interval(far_folds, tmp_path):
     out = tmp_path / "LEADERBOARD.md"
     build_leaderboard(far_folds, out, figures=False)
     md = out.read_text()
-    details = section(md, "### Details", "\n### ")
-    erm_bo = next(line for line in details.splitlines() if line.startswith("| `erm` | leave-batch-out |"))
+    erm_bo = details_row(md, "erm", "leave-batch-out")
     assert erm_bo.split(" | ")[2:5] == ["2", "0.710 ± 0.014", "[no CI: 1 fold]"]  # two seeds of one fold
     assert all(np.isnan(paired_difference(load_records(far_folds).ok, "erm", "batch_out")[1:3]))
     assert "then the seeds within each drawn fold" in md and "a single fold gives no CI" in md

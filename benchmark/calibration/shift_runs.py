@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import numpy as np
 from ..evaluation import LocalHost, evaluate
 from ..label_shift import cut_plates
 from ..protocol import resolve_config, resolve_device, select_folds
-from ..records import json_safe
+from ..records import json_safe, write_text_atomic
 from ..registry import get_method
 from ..splits import Fold, make_folds
 from .settings import PanelSettings
@@ -129,8 +128,4 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _write(path: Path, content: dict[str, Any]) -> None:
-    """Temp file + ``os.replace``: a killed run leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(content, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(content, indent=1, allow_nan=False) + "\n")
