@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -77,6 +77,7 @@ class Evaluation:
     metrics: dict[str, Any]
     timings: dict[str, Any]
     fit_report: dict[str, Any]
+    scenarios: dict[str, Any] = field(default_factory=dict)
 
 
 def needs_controls(access: AccessLevel) -> bool:
@@ -139,6 +140,7 @@ class MethodHost(Protocol):
 
     name: str
     access: AccessLevel
+    min_controls: int
 
     def fit(self, seed: int, targets: Sequence[PlateView]) -> None:
         """``fit`` on the fold's training and validation sets (``targets``: transductive views); raises StageError."""
@@ -155,7 +157,7 @@ class LocalHost:
 
     def __init__(self, method: Method, dataset: Dataset, fold: Fold, fitted: bool = False):
         self.method, self.dataset, self.fold, self.fitted = method, dataset, fold, fitted
-        self.name, self.access = method.name, method.access
+        self.name, self.access, self.min_controls = method.name, method.access, method.min_controls
 
     def fit(self, seed: int, targets: Sequence[PlateView]) -> None:
         if self.fitted:
@@ -199,20 +201,23 @@ def target_views(dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0) -
     return [dataset.plate_view(p, plates[p], rng)[0] for p in sorted(plates)]
 
 
-def fit_and_evaluate(method: Method, dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0) -> Evaluation:
+def fit_and_evaluate(method: Method, dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0,
+                     scenarios: Sequence[str] = ()) -> Evaluation:
     """Fit ``method`` in this process on ``fold`` with ``seed`` and score it out of domain and in domain.
 
     Raises :class:`StageError` when the method fails, :class:`DataError` when an
     evaluated plate lacks the DMSO images the method needs.
     """
-    return evaluate(LocalHost(method, dataset, fold), dataset, fold, seed, split_seed)
+    return evaluate(LocalHost(method, dataset, fold), dataset, fold, seed, split_seed, scenarios)
 
 
-def evaluate(host: MethodHost, dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0) -> Evaluation:
+def evaluate(host: MethodHost, dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0,
+             scenarios: Sequence[str] = ()) -> Evaluation:
     """Fit the method behind ``host`` on ``fold`` and score it; the labels stay in this process.
 
     Every target plate's view is drawn here, in plate order, from the generator
-    ``default_rng([split_seed, fold.index, seed, 7])``, whatever the host.
+    ``default_rng([split_seed, fold.index, seed, 7])``, whatever the host. Then, on the same
+    fitted method, every level of each of ``scenarios`` (:mod:`benchmark.scenarios`).
     """
     parts = {"out_of_domain": _plates_of(dataset, fold.target_ids),
              "in_domain": _plates_of(dataset, fold.in_domain_ids)}
@@ -239,9 +244,16 @@ def evaluate(host: MethodHost, dataset: Dataset, fold: Fold, seed: int, split_se
     predictions = _predictions_table(dataset, ids, probs, part_all)
     metrics = score(predictions, plate_time)
     evaluate_s = time.perf_counter() - start - fit_s
-    return Evaluation(predictions=predictions, metrics=metrics,
-                      timings={"fit_s": fit_s, "adapt_predict_s": sum(plate_time.values()), "evaluate_s": evaluate_s},
-                      fit_report=host.fit_report())
+    blocks: dict[str, Any] = {}
+    timings = {"fit_s": fit_s, "adapt_predict_s": sum(plate_time.values()), "evaluate_s": evaluate_s}
+    if scenarios:
+        from .scenarios.runner import run_scenarios
+
+        t0 = time.perf_counter()
+        blocks = run_scenarios(host, dataset, fold, seed, split_seed, scenarios, metrics["out_of_domain"], fit_s)
+        timings["scenarios_s"] = time.perf_counter() - t0
+    return Evaluation(predictions=predictions, metrics=metrics, timings=timings, fit_report=host.fit_report(),
+                      scenarios=blocks)
 
 
 def _predictions_table(dataset: Dataset, ids: np.ndarray, probs: np.ndarray, parts: list[str]) -> pl.DataFrame:

@@ -28,6 +28,8 @@ from .methods.base import Method, MethodConfig
 from .records import (DEFAULT_RESULTS, FULL, QUICK, RECORD_FORMAT, clean_temp_files, environment_info, json_safe,
                       read_record, record_path, run_dir, verify_predictions, write_record)
 from .registry import get_method, method_origin
+from .scenarios import SCENARIO_NAMES, parse_scenarios
+from .scenarios.runner import scenario_block_current
 from .sealed.executor import SealedHost
 from .sealed.forkserver import warm_up
 from .sealed.limits import DEFAULT_TIME_LIMIT_S, Limits
@@ -111,14 +113,16 @@ def _fold_info(dataset: Dataset, fold: Fold, n_folds: int, split_seed: int) -> d
                          "in_domain": len(fold.in_domain_ids), "target": len(fold.target_ids)}}
 
 
-def _already_done(path: Path, config: dict, fingerprint: str, split_seed: int) -> tuple[bool, str]:
-    """Whether ``path`` holds an ok record of the same run; else why not (for the log)."""
+def _already_done(path: Path, config: dict, fingerprint: str, split_seed: int,
+                  scenarios: Sequence[str] = ()) -> tuple[bool, str, tuple[str, ...]]:
+    """Whether ``path`` holds an ok record of the same run with blocks of every one of ``scenarios``;
+    else why not (for the log); and the scenario blocks the existing ok record holds (kept on a re-run)."""
     if not path.exists():
-        return False, ""
+        return False, "", ()
     try:
         data = read_record(path)
     except DataError:
-        return False, "unreadable record"
+        return False, "unreadable record", ()
     checks = [(data.get("record_format") == RECORD_FORMAT, "older record format"),
               (data.get("status") == "ok", "previous run failed"),
               (data.get("method", {}).get("config") == config, "config changed"),
@@ -126,9 +130,15 @@ def _already_done(path: Path, config: dict, fingerprint: str, split_seed: int) -
               (data.get("split", {}).get("split_seed") == split_seed, "split seed changed")]
     for ok, why in checks:
         if not ok:
-            return False, why
+            return False, why, ()
     problem = verify_predictions(path, data)
-    return (problem is None), (problem or "")
+    if problem:
+        return False, problem, ()
+    held = tuple(name for name, block in (data.get("scenarios") or {}).items() if scenario_block_current(name, block))
+    missing = [name for name in scenarios if name not in held]
+    if missing:
+        return False, f"adding scenario block(s) {', '.join(missing)}", held
+    return True, "", held
 
 
 def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", *,
@@ -138,7 +148,8 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
                  dataset_options: Mapping[str, Any] | None = None, verbose: bool = False,
                  log: Callable[[str], None] | None = None, preset: str | None = None,
                  time_limit_s: float | None = DEFAULT_TIME_LIMIT_S,
-                 memory_limit_gb: float | None = None) -> list[RunOutcome]:
+                 memory_limit_gb: float | None = None, scenarios: Sequence[str] | str | None = ()
+                 ) -> list[RunOutcome]:
     """Run ``method`` on every selected fold and seed of ``split`` and write one record per run.
 
     Parameters
@@ -167,6 +178,11 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
     time_limit_s, memory_limit_gb
         Per-run limits of the sealed worker: wall time in seconds (default 24 h) and data memory in GB
         (default none); a run past either fails alone.
+    scenarios
+        Scenarios scored on each fitted run besides the plain evaluation (:mod:`benchmark.scenarios`): names, a
+        comma-separated string, ``"all"`` or None (every one that applies to the dataset), ``"none"`` or ``()``
+        (default: none). An ok record that lacks a requested block is re-run to add it; the blocks it already
+        holds are kept, and if the re-run fails the existing record stays as it was.
 
     Returns
     -------
@@ -186,6 +202,7 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
     argument = dataset if isinstance(dataset, str) else dataset.name
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, **dict(dataset_options or {}))
+    wanted = parse_scenarios(scenarios, dataset)
     all_folds = make_folds(dataset.index, split, split_seed)
     chosen = select_folds(all_folds, folds)
     profile = QUICK if quick else FULL
@@ -199,7 +216,7 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
         for seed in seeds:
             path = record_path(results_dir, dataset.name, dataset.fingerprint, method, split, fold.index, seed, profile)
             tag = f"[{method} {split}] fold {fold.index} (held out {', '.join(fold.held_out)}) seed {seed}"
-            done, why = _already_done(path, config_json, dataset.fingerprint, split_seed)
+            done, why, held = _already_done(path, config_json, dataset.fingerprint, split_seed, wanted)
             if done and not force:
                 say(f"{tag}: skipped, already recorded in {path}")
                 outcomes.append(RunOutcome(method, split, fold.index, seed, "skipped", path))
@@ -222,18 +239,26 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
                                   "image_shape": list(dataset.image_shape)},
                       "class_names": list(dataset.meta.class_names), "device": device, "environment": env}
             host = runs.host(method_cls, config, fold, device, verbose)
-            outcomes.append(_run_one(host, dataset, fold, seed, split_seed, header, path, say, tag))
+            keep = tuple(n for n in SCENARIO_NAMES if n in set(wanted) | set(held))  # a re-run never drops a block
+            outcomes.append(_run_one(host, dataset, fold, seed, split_seed, header, path, say, tag, keep,
+                                     replaces_ok=bool(held) or why.startswith("adding scenario")))
     return outcomes
 
 
 def _run_one(host: SealedHost, dataset: Dataset, fold: Fold, seed: int, split_seed: int, header: dict,
-             path: Path, say: Callable[[str], None], tag: str) -> RunOutcome:
+             path: Path, say: Callable[[str], None], tag: str, scenarios: Sequence[str] = (),
+             replaces_ok: bool = False) -> RunOutcome:
+    """Fit, evaluate and write the record; a failed re-run of an ok record (``replaces_ok``) keeps the old one."""
     start = time.perf_counter()
     try:
         with host:
-            result = evaluate(host, dataset, fold, seed, split_seed)
+            result = evaluate(host, dataset, fold, seed, split_seed, scenarios)
     except (StageError, BenchError) as exc:
         seconds = time.perf_counter() - start
+        if replaces_ok:
+            say(f"{tag}: FAILED while adding scenario blocks, the existing record is kept: {exc}")
+            return RunOutcome(host.name, fold.split, fold.index, seed, "failed", path, seconds=seconds,
+                              error=f"{exc} (existing ok record kept)")
         trace = exc.traceback_text if isinstance(exc, StageError) else None
         write_record(path, {**header, "status": "failed", "error": str(exc), "traceback": trace,
                             "timings": {"total_s": seconds}, "worker": host.worker_info()}, None)
@@ -242,6 +267,7 @@ def _run_one(host: SealedHost, dataset: Dataset, fold: Fold, seed: int, split_se
     seconds = time.perf_counter() - start
     metrics = result.metrics
     write_record(path, {**header, "status": "ok", "error": None, "metrics": metrics,
+                        "scenarios": result.scenarios,
                         "fit_report": result.fit_report, "timings": {**result.timings, "total_s": seconds},
                         "worker": host.worker_info()},
                  result.predictions)

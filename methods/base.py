@@ -99,6 +99,8 @@ class Method(ABC):
     needs_gpu: ClassVar[bool] = False
     quick_overrides: ClassVar[dict[str, Any]] = {}
     """Config changes of the ``--quick`` smoke profile (e.g. fewer epochs)."""
+    min_controls: ClassVar[int] = 0
+    """Fewest DMSO images per target plate ``adapt`` can work with (the ``controls`` scenario refuses fewer)."""
 
     def __init__(self, config: MethodConfig | None = None, *, device: str = "cpu", verbose: bool = False):
         self.config = config if config is not None else self.Config()

@@ -14,7 +14,7 @@ from _check_env import check_cache  # noqa: F401  (autouse fixture: a temporary 
 from conftest import make_toy_dataset
 from benchmark.calibration import PROBES, Target, select_probes
 from benchmark.calibration.inputs import Inputs
-from benchmark.calibration.lab import severity_twin
+from benchmark.datasets.synthetic.twin import severity_twin
 from benchmark.calibration.panel import run_panel
 from benchmark.calibration.settings import PanelSettings
 from benchmark.cli import app
@@ -83,7 +83,7 @@ def test_a_probe_that_fails_is_its_row_and_the_others_are_measured(small, tmp_pa
                        ["lab_severity0", "lab_severity1"])
     zero, one = sorted(result.rows, key=lambda r: r.probe.name)
     assert zero.measured is None and zero.passed is None
-    assert "has no severity setting; the severity-0 reference exists for the synthetic simulator only" in zero.error
+    assert "has no severity setting; severity twins exist for the synthetic simulator only" in zero.error
     assert one.error is None and 0 <= one.measured <= 1 and one.passed is (one.measured >= 0.95)
 
 

@@ -94,7 +94,8 @@ class Inputs:
     # -- the lab classifier ----------------------------------------------------------------
     def lab(self, severity_zero: bool = False):
         """How well a linear classifier tells the lab from channel statistics (this dataset or its severity-0 twin)."""
-        from .lab import lab_separability, severity_twin
+        from ..datasets.synthetic.twin import severity_twin
+        from .lab import lab_separability
 
         def compute():
             data = self._once("twin", lambda: severity_twin(self.dataset, 0.0, self.progress)) \

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from ..datasets import Dataset, load_dataset
+from ..datasets import Dataset
 from ..errors import BenchError
 
 MAX_FOLDS = 5
@@ -70,37 +70,3 @@ def lab_separability(dataset: Dataset, seed: int = 0) -> LabSeparability:
     severity = dataset.meta.settings.get("severity")
     return LabSeparability(float(np.mean(predicted == y)), 1 / len(per_source), len(y), n_folds,
                            None if severity is None else float(severity))
-
-
-def severity_twin(dataset: Dataset, severity: float = 0.0, progress: bool = False) -> Dataset:
-    """The same simulated dataset generated with technical effects scaled by ``severity`` (cached like any other).
-
-    Raises
-    ------
-    BenchError
-        For a dataset that is not simulated (no severity setting), or when the simulator of this
-        installation no longer makes the dataset's configuration (another simulator version).
-    """
-    settings = dict(dataset.meta.settings)
-    if dataset.name != "synthetic" or "severity" not in settings:
-        raise BenchError(f"dataset '{dataset.name}' ({dataset.root}) has no severity setting; the severity-0 "
-                         "reference exists for the synthetic simulator only")
-    if settings["severity"] == severity:
-        return dataset
-    from ..datasets.synthetic import SIMULATOR_VERSION
-    from ..datasets.synthetic.loader import OVERRIDES
-
-    made_by = settings.get("simulator_version")
-    if made_by != SIMULATOR_VERSION:
-        raise BenchError(f"the synthetic dataset at {dataset.root} was made by simulator {made_by}, this installation "
-                         f"has {SIMULATOR_VERSION}; it can not make its severity-{severity:g} twin (calibrate a "
-                         "dataset of the current simulator)")
-    options = {k: settings[k] for k in ("seed", "size", *OVERRIDES) if settings.get(k) is not None}
-    twin = load_dataset("synthetic", severity=severity, progress=progress, **options)
-    differ = sorted(k for k in set(settings) | set(twin.meta.settings)
-                    if k != "severity" and settings.get(k) != twin.meta.settings.get(k))
-    if differ:
-        raise BenchError(f"the synthetic dataset at {dataset.root} was not made by this simulator's settings "
-                         f"(at severity {severity:g} the settings differ in: {', '.join(differ)}); regenerate it "
-                         "(`bench data synth`) or calibrate the current default")
-    return twin

@@ -32,7 +32,7 @@ def _register_subapps() -> None:
     """Attach every sub-app module that exists (each adds its commands to ``app``)."""
     import importlib
 
-    for module in ("data", "methods", "run", "leaderboard"):
+    for module in ("data", "methods", "run", "leaderboard", "sweep", "verify", "report"):
         try:
             importlib.import_module(f"{__name__}.{module}").attach(app)
         except ModuleNotFoundError as exc:

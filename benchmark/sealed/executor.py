@@ -68,7 +68,7 @@ class SealedHost:
 
     def __init__(self, method_cls: type[Method], config: MethodConfig, device: str, verbose: bool, store: Path,
                  policy: Policy, limits: Limits = Limits()):
-        self.name, self.access = method_cls.name, method_cls.access
+        self.name, self.access, self.min_controls = method_cls.name, method_cls.access, int(method_cls.min_controls)
         self.limits = limits
         memory = int(limits.memory_gb * 2**30) if limits.memory_gb else None
         self._spec = WorkerSpec(method=method_cls.name, module=method_cls.__module__, qualname=method_cls.__qualname__,

@@ -1,0 +1,54 @@
+"""Scenarios: target conditions a fitted method is scored under, besides the plain evaluation.
+
+``label_shift`` (Dirichlet class mix per plate), ``controls`` (DMSO budget), ``support``
+(groups of n treated images) and ``severity`` (target plates re-rendered, simulator only).
+See :mod:`benchmark.scenarios.base` for what a scenario is and :mod:`.runner` for how the
+evaluator scores one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..datasets.dataset import Dataset
+from ..errors import BenchError, UnknownNameError
+from .base import PlateCase, Scenario, case_rng
+from .controls import Controls
+from .label_shift import LabelShift
+from .severity import Severity
+from .support import Support
+
+SCENARIO_NAMES = ("label_shift", "controls", "support", "severity")
+_CLASSES = {"label_shift": LabelShift, "controls": Controls, "support": Support, "severity": Severity}
+
+
+def get_scenario(name: str) -> Scenario:
+    """A fresh scenario object by name (unknown names list the valid ones)."""
+    if name not in _CLASSES:
+        raise UnknownNameError("scenario", name, SCENARIO_NAMES)
+    return _CLASSES[name]()
+
+
+def applicable(dataset: Dataset) -> tuple[str, ...]:
+    """The scenarios that can run on ``dataset``, in their canonical order."""
+    return tuple(n for n in SCENARIO_NAMES if get_scenario(n).not_applicable(dataset) is None)
+
+
+def parse_scenarios(text: str | Sequence[str] | None, dataset: Dataset) -> tuple[str, ...]:
+    """``--scenarios`` to names: None or ``"all"`` = every one that applies to ``dataset``; ``"none"`` = none.
+
+    Raises :class:`BenchError` for an unknown name, or one that cannot run on ``dataset`` (with why).
+    """
+    if text is None or text == "all":
+        return applicable(dataset)
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if names in (["none"], []):
+        return ()
+    for name in names:
+        reason = get_scenario(name).not_applicable(dataset)
+        if reason:
+            raise BenchError(f"scenario '{name}' cannot run on this dataset: {reason}; leave it out of --scenarios")
+    return tuple(n for n in SCENARIO_NAMES if n in names)
+
+
+__all__ = ["SCENARIO_NAMES", "PlateCase", "Scenario", "applicable", "case_rng", "get_scenario", "parse_scenarios"]
