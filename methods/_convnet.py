@@ -109,22 +109,28 @@ class ConvNetMethod(Method):
         net = self.net
         return softmax(self.plate_norm_.logits(net, net.pixels(images)))
 
-    # -- the source-model cache (benchmark.core.source_cache) -----------------------------------
+    # -- the model cache (benchmark.core.source_cache) ------------------------------------------
     starts_from: ClassVar[type[ConvNetConfig] | None] = None
     """The config class of the model this method trains exactly as (``ERMConfig``: AdaBN, TENT, DeYO, ROID), or
-    None. Then, in a sealed worker, ``fit`` loads the fold's cached model of the same seed, config fields of that
-    class, training axes and code version when there is one, and caches what it trained otherwise."""
+    None. In a sealed worker ``fit`` loads the fold's cached model of the same seed, config, training axes and code
+    version when there is one, and caches what it trained otherwise: methods with the same ``starts_from`` share
+    one model (keyed by the fields of that class); any other method caches its own (keyed by its name and its
+    whole config), so that scoring a fitted run again (new scenario blocks) loads it instead of training."""
 
     def _source_key(self, seed: int) -> dict[str, Any] | None:
         fold = current_fold()
-        if self.starts_from is None or fold is None:
+        if fold is None:
             return None
         recipe = self.recipe()
-        return {"fold": fold.key(), "seed": int(seed), "device": str(self.device), "code": code_version(),
-                "config": {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.starts_from)},
-                "training": {"batches": repr(recipe.batches), "training_norm": repr(recipe.training_norm),
-                             "validation": repr(recipe.validation),
-                             "loss": f"{recipe.loss.__module__}.{recipe.loss.__qualname__}"}}
+        trains_as = self.starts_from or type(self.config)
+        key = {"fold": fold.key(), "seed": int(seed), "device": str(self.device), "code": code_version(),
+               "config": {f.name: getattr(self.config, f.name) for f in dataclasses.fields(trains_as)},
+               "training": {"batches": repr(recipe.batches), "training_norm": repr(recipe.training_norm),
+                            "validation": repr(recipe.validation),
+                            "loss": f"{recipe.loss.__module__}.{recipe.loss.__qualname__}"}}
+        if self.starts_from is None:  # a model of its own: never shared with another method
+            key["method"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        return key
 
     def _start_from_source(self, train: LabelledImages, seed: int) -> bool:
         """Remember the seed; on a cache hit set the model up with the cached weights and report, and say True."""
@@ -132,8 +138,7 @@ class ConvNetMethod(Method):
         self.source_ = {"cached": False}
         key, cache = self._source_key(seed), source_cache()
         if key is None or cache is None:
-            self.source_ = {"cached": False, "why": "not a source-model method" if self.starts_from is None
-                            else "no fold scope (an in-process run)"}
+            self.source_ = {"cached": False, "why": "no fold scope (an in-process run)"}
             return False
         start = time.perf_counter()
         self._setup(train, seed)
@@ -156,8 +161,7 @@ class ConvNetMethod(Method):
                 self.source_ = {**self.source_, "saved": cache.save(key, self.model_.state_dict(), report).name}
             except OSError as exc:  # a full or read-only cache costs a retraining next time, not this run
                 self.source_ = {**self.source_, "not_saved": str(exc)}
-        if self.starts_from is not None:
-            self.fit_report_ = {**self.fit_report_, "source_model": self.source_}
+        self.fit_report_ = {**self.fit_report_, "source_model": self.source_}
 
     # -- plumbing ------------------------------------------------------------------------------
     @property

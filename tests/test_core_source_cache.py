@@ -254,3 +254,30 @@ def test_only_built_in_methods_get_the_models_folder(toy_dataset, tmp_path):
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_method_of_its_own_model_is_scored_again_from_the_cache_with_identical_results(toy_dataset, tmp_path,
+                                                                                         monkeypatch):
+    """ARM-BN caches its own model (not shared with ERM); adding a scenario block loads it instead of training."""
+    from benchmark.protocol import run_protocol
+    from benchmark.records import load_records, read_predictions
+
+    monkeypatch.setenv("PLATEBENCH_CACHE", str(tmp_path / "cache"))
+    kw = dict(seeds=[0], folds=[1], device="cpu", results_dir=tmp_path / "res", quick=True,
+              overrides={"crop": "0"})
+    (first,) = run_protocol("arm_bn", "source_out", toy_dataset, **kw)
+    (record,) = load_records(tmp_path / "res").quick
+    before, predictions = record.data, read_predictions(record)
+    assert before["fit_report"]["source_model"]["cached"] is False and "scenarios" in before
+    (again,) = run_protocol("arm_bn", "source_out", toy_dataset, scenarios="support", **kw)
+    assert again.status == "ok", again.error
+    (record,) = load_records(tmp_path / "res").quick
+    after = record.data
+    assert after["fit_report"]["source_model"]["cached"] is True
+    assert after["fit_report"]["train_seconds"] == before["fit_report"]["train_seconds"]  # the training's own time
+    for part in ("out_of_domain", "in_domain", "per_source"):
+        assert after["metrics"][part] == before["metrics"][part]
+    assert read_predictions(record).equals(predictions)
+    assert after["scenarios"]["support"]["levels"]["8"]["status"] == "ok"
+    names = {p.name.split("-")[0] for p in (tmp_path / "cache" / "models").rglob("*.json")}
+    assert names == {"model"}

@@ -1,13 +1,16 @@
-"""The source-model cache: an ERM model trained once per fold, seed and config, loaded by the methods that start
-from it (AdaBN, TENT, DeYO, ROID).
+"""The model cache: a ResNet trained once per fold, seed and config, loaded by every run that would train it again.
+
+An ERM model is shared by the methods that start from it (AdaBN, TENT, DeYO, ROID); every other ResNet method
+caches its own, so a fitted run can be scored again (for example to add scenario blocks to its record) without
+training (see :class:`benchmark.methods._convnet.ConvNetMethod`).
 
 A cached model is identified by its **key**: the fold (dataset name and fingerprint, split, split seed, fold
 index and the digest of its training/validation ids), the training seed, the ERM hyper-parameters, the device and
 the **code version** (a SHA-256 of the source files that shape ERM training, and the versions of torch and numpy).
 It is stored as two files in the fold's models folder::
 
-    <folder>/erm-<digest of the key>.safetensors   the weights (safetensors: never pickle)
-    <folder>/erm-<digest of the key>.json          the key, the SHA-256 of the weights file, the training report
+    <folder>/model-<digest of the key>.safetensors   the weights (safetensors: never pickle)
+    <folder>/model-<digest of the key>.json          the key, the SHA-256 of the weights file, the training report
 
 Both are written under temporary names and renamed into place (weights first, description last), so a killed
 write never leaves a pair that looks complete. :meth:`SourceCache.load` re-hashes the weights, compares the key
@@ -44,7 +47,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 FORMAT = 1
-PREFIX = "erm"
+PREFIX = "model"
 
 
 @dataclass(frozen=True)
