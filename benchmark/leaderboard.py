@@ -140,6 +140,7 @@ def _dataset_section(name: str, fp: str, records: list[Record], failed: list[Rec
             lines += ["### Leave-source-out accuracy per held-out source", "",
                       "Mean ± std over the seeds of each held-out source. Each column is a single fold, so it "
                       "has no CI: its seeds share the held-out lab.", ""] + per_source + [""]
+        lines += _scenarios(records, name, fp, out_md, figures_dir, result, baseline)
         lines += ["### Details (out-of-domain and in-domain metrics per split)", ""] + details_table(records) + [""]
         lines += ["### Hyper-parameters (from the records' configs)", ""] + configs(records) + [""]
         lines += ["### Code that produced the records", ""] + provenance(records) + [""]
@@ -150,6 +151,19 @@ def _dataset_section(name: str, fp: str, records: list[Record], failed: list[Rec
         lines += [f"**Not included: {len(failed)} failed run(s)** (rerun the same command to retry):", ""]
         lines += [f"- {r.label()}: {r.data.get('error')}" for r in failed] + [""]
     return lines
+
+
+def _scenarios(records: list[Record], name: str, fp: str, out_md: Path, figures_dir: Path | None,
+               result: LeaderboardResult, baseline: str) -> list[str]:
+    """The scenario sections of one dataset version (with their figures when ``figures_dir`` is set)."""
+    from .leaderboard_scenarios import scenario_sections
+
+    def figure_path(scenario: str) -> tuple[Path, str]:
+        file = figures_dir / f"scenario_{scenario}_{name}-{fp}.png"
+        result.figures.append(file)
+        return file, _rel(file, out_md.parent)
+
+    return scenario_sections(records, baseline, figure_path if figures_dir is not None else None)
 
 
 def build_leaderboard(results_dir: Path | str = DEFAULT_RESULTS, out_md: Path | str = DEFAULT_OUT, *,
