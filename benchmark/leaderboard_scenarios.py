@@ -102,6 +102,33 @@ def delta_table(records: list[Record], scenario: str, split: str, baseline: str)
     return lines
 
 
+def cost_table(records: list[Record], scenario: str, baseline: str) -> list[str]:
+    """Per method: mean seconds of a scored level and its share of the model's training time (median over runs).
+
+    The training time is the fit report's ``train_seconds`` (kept when the model came from the
+    model cache) or, for a method without one, the run's ``fit_s``.
+    """
+    header = ["method", "scored levels per run", "seconds per level (mean)", "share of training time (median)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in method_order(records, baseline):
+        seconds, shares, counts = [], [], []
+        for r in (r for r in records if r.method == method):
+            levels = [b for b in r.data["scenarios"][scenario]["levels"].values() if b.get("status") == "ok"]
+            train = r.data.get("fit_report", {}).get("train_seconds") or r.data.get("timings", {}).get("fit_s")
+            counts.append(len(levels))
+            for b in levels:
+                seconds.append(float(b.get("seconds") or 0.0))
+                if train:
+                    shares.append(float(b.get("seconds") or 0.0) / float(train))
+        if not seconds:
+            lines.append(f"| `{method}` | 0 | – | – |")
+            continue
+        lines.append(f"| `{method}` | {np.mean(counts):.0f} | {np.mean(seconds):.2f} | "
+                     f"{100 * np.median(shares):.1f} % |" if shares else f"| `{method}` | {np.mean(counts):.0f} | "
+                     f"{np.mean(seconds):.2f} | – |")
+    return lines
+
+
 def curve_table(records: list[Record], scenario: str) -> list[dict[str, Any]]:
     """Rows (method, split, level index, level, mean, CI low, CI high) for the figure."""
     rows = []
@@ -189,6 +216,8 @@ def scenario_sections(records: list[Record], baseline: str, figure_path: Any = N
             if any(r.method == baseline and r.split == split for r in rs):
                 lines += [f"**{SPLIT_LABELS[split]}, Δ accuracy vs `{baseline}`** [95% CI]", ""]
                 lines += delta_table(rs, name, split, baseline) + [""]
+        lines += ["**Cost** of the scenario's scored levels (levels marked `plain` or `unchanged` cost nothing)",
+                  ""] + cost_table(rs, name, baseline) + [""]
         failures = level_failures(rs, name)
         if failures:
             lines += ["Failed levels (the method's message):", ""]
@@ -197,5 +226,5 @@ def scenario_sections(records: list[Record], baseline: str, figure_path: Any = N
     return lines
 
 
-__all__ = ["accuracy_table", "curve_table", "delta_table", "level_value", "paired_level_difference",
+__all__ = ["accuracy_table", "cost_table", "curve_table", "delta_table", "level_value", "paired_level_difference",
            "scenario_figure", "scenario_sections", "with_block"]

@@ -16,7 +16,8 @@ from benchmark.records import load_records, write_record
 
 def _block(name, levels, plain_level=None):
     return {"format": 1, "description": name, "plain_level": plain_level,
-            "levels": {lv: {"level": lv, "status": "ok", "metrics": {"accuracy": acc, "balanced_accuracy": acc - 0.01}}
+            "levels": {lv: {"level": lv, "status": "plain" if lv == plain_level else "ok", "seconds": 0.5,
+                            "metrics": {"accuracy": acc, "balanced_accuracy": acc - 0.01}}
                        for lv, acc in levels.items()}}
 
 
@@ -35,7 +36,8 @@ def results(tmp_path):
             for seed in (0, 1):
                 base = 0.5 + 0.1 * fold + 0.01 * seed
                 for method, access, bonus in (("erm", "none", 0.0), ("cs_arm_bn", "unlabeled", 0.1)):
-                    path = fake(root, method, split, fold, seed, base + bonus, 0.9, access=access)
+                    path = fake(root, method, split, fold, seed, base + bonus, 0.9, access=access,
+                                fit_report={"train_seconds": 10.0})
                     shift = {"inf": base + bonus, "1": base + bonus - 0.05, "0.1": base + bonus / 2 - 0.1,
                              "0.01": base - 0.2 * (access != "none")}
                     support = {"all": base + bonus, "32": base + bonus - 0.02, "8": base + bonus - 0.1}
@@ -54,6 +56,8 @@ def test_sections_tables_and_figure(results, tmp_path):
     assert "**leave-source-out, balanced accuracy**" in text
     assert "**leave-batch-out, Δ accuracy vs `erm`** [95% CI]" in text
     assert "Level `all` is the plain evaluation" in text
+    support = text[text.index("### Scenario `support`"):]
+    assert "| `erm` | 2 | 0.50 | 5.0 % |" in support  # 2 scored levels (32, 8): 0.5 s of 10 s training
     figures = [f for f in result.figures if f.name.startswith("scenario_")]
     assert len(figures) == 2 and all(f.exists() and f.stat().st_size > 1000 for f in figures)
 

@@ -230,3 +230,20 @@ def test_a_twin_that_does_not_line_up_is_refused(small_synthetic, toy_dataset):
 
     with pytest.raises(DataError, match="does not line up"):
         check_aligned(small_synthetic, toy_dataset)
+
+
+def test_cli_scenarios_option_errors_name_the_scenario(toy_dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from benchmark.cli import app
+
+    base = ["run", "-m", "_test_centroid", "-s", "source_out", "--dataset", str(toy_dataset.root), "--results",
+            str(tmp_path), "--device", "cpu", "--folds", "0", "--seeds", "0", "-q"]
+    bad = CliRunner().invoke(app, [*base, "--scenarios", "suport"])
+    assert bad.exit_code == 1 and "unknown scenario 'suport'" in bad.output and "Did you mean 'support'" in bad.output
+    sim_only = CliRunner().invoke(app, [*base, "--scenarios", "severity"])
+    assert sim_only.exit_code == 1 and "scenario 'severity' cannot run on this dataset" in sim_only.output
+    ok = CliRunner().invoke(app, [*base, "--scenarios", "none"])
+    assert ok.exit_code == 0, ok.output
+    (record,) = tmp_path.rglob("fold0_seed0.json")
+    assert json.loads(record.read_text())["scenarios"] == {}
