@@ -219,7 +219,8 @@ def test_severity_twins_hold_the_same_cells_and_only_the_microscope_changes(smal
     assert np.array_equal(case.treated_ids, treated)
     same_ids = small_synthetic.index["image_id"].to_numpy()[:4]
     assert not np.array_equal(twin.read(same_ids), small_synthetic.read(same_ids))
-    assert severity.cases(small_synthetic, "0", name, treated, controls)[0].images is twin  # generated once
+    again = get_scenario("severity").cases(small_synthetic, "0", name, treated, controls)[0].images
+    assert again is twin  # opened once per process (opening verifies every shard's checksum)
     result = fit_and_evaluate(get_method("_test_plate_std")(), small_synthetic, fold, 0, scenarios=("severity",))
     levels = result.scenarios["severity"]["levels"]
     assert levels["1"]["status"] == "plain" and all(levels[lv]["status"] == "ok" for lv in ("0", "0.5", "2", "3"))

@@ -18,6 +18,8 @@ from ..methods.base import AccessLevel
 from .base import PlateCase
 
 LEVELS = ("0", "0.5", "1", "2", "3")
+_TWINS: dict[tuple[str, str], Dataset] = {}
+"""Twins opened in this process (opening one verifies its checksums: once per process, not per run)."""
 
 
 class Severity:
@@ -26,9 +28,6 @@ class Severity:
     name = "severity"
     levels = LEVELS
     description = "target plates re-rendered with technical effects scaled by 0, 0.5, 1, 2, 3 (simulator only)"
-
-    def __init__(self) -> None:
-        self._twins: dict[tuple[str, str], Dataset] = {}
 
     def not_applicable(self, dataset: Dataset) -> str | None:
         if dataset.name != "synthetic" or "severity" not in dataset.meta.settings:
@@ -46,13 +45,13 @@ class Severity:
         return f"target plates rendered at severity {level}"
 
     def twin(self, dataset: Dataset, level: str) -> Dataset:
-        """The dataset at severity ``level`` (generated on first use, then cached on disk and here)."""
+        """The dataset at severity ``level`` (generated on first use, then cached on disk and in this process)."""
         from ..datasets.synthetic.twin import severity_twin
 
         key = (dataset.fingerprint, level)
-        if key not in self._twins:
-            self._twins[key] = severity_twin(dataset, float(level), progress=False)
-        return self._twins[key]
+        if key not in _TWINS:
+            _TWINS[key] = severity_twin(dataset, float(level), progress=False)
+        return _TWINS[key]
 
     def cases(self, dataset: Dataset, level: str, plate: str, treated_ids: np.ndarray,
               control_ids: np.ndarray) -> list[PlateCase]:
