@@ -41,8 +41,9 @@ from .constants import N_CLASSES, POSCONS
 from .datasets import Dataset, load_dataset
 from .datasets.dataset import LabelledImages, PlateView, open_dataset, write_dataset
 from .errors import BenchError
-from .evaluation import LocalHost, StageError, _view_for, evaluate, target_views
-from .evaluation import check_probabilities as validate_probabilities
+from .evaluation import LocalHost, _view_for, evaluate, target_views
+from .method_calls import StageError
+from .method_calls import check_probabilities as validate_probabilities
 from .methods.base import AccessLevel, Method, MethodConfig
 from .private_reads import watching
 from .protocol import resolve_config

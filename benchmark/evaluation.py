@@ -18,7 +18,6 @@ the same predictions, bit for bit.
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,47 +27,13 @@ import polars as pl
 
 from .constants import N_CLASSES
 from .datasets.dataset import Dataset, PlateView
-from .errors import BenchError, DataError, MethodError
+from .errors import DataError
+from .method_calls import StageError, check_probabilities
 from .metrics import accuracy, classification_metrics
 from .methods.base import AccessLevel, Method
 from .splits import Fold
 
 PARTS = ("out_of_domain", "in_domain")
-PROB_TOLERANCE = 1e-3
-"""How far a row of ``predict``'s output may sum away from 1."""
-
-
-class RemoteError(Exception):
-    """An exception raised by a method in a sealed worker, as the evaluator learns of it."""
-
-    def __init__(self, type_name: str, message: str, trace: str | None = None, bench: bool = False):
-        super().__init__(message)
-        self.type_name, self.trace, self.bench = type_name, trace, bench
-
-
-class StageError(Exception):
-    """A method failed in one stage (``fit``, ``adapt`` or ``predict``); wraps the original error."""
-
-    def __init__(self, stage: str, plate: str | None, error: BaseException):
-        where = f" on plate {plate}" if plate else ""
-        remote = isinstance(error, RemoteError)
-        if (error.bench if remote else isinstance(error, BenchError)):
-            message = f"{stage}{where}: {error}"
-        else:
-            message = f"{stage}{where} raised {error.type_name if remote else type(error).__name__}: {error}"
-        super().__init__(message)
-        self.stage, self.plate, self.error = stage, plate, error
-
-    @property
-    def traceback_text(self) -> str | None:
-        """The method's traceback (None for a :class:`BenchError`, whose message says it all)."""
-        if isinstance(self.error, RemoteError):
-            return None if self.error.bench else self.error.trace
-        if isinstance(self.error, BenchError):
-            return None
-        return "".join(traceback.format_exception(type(self.error), self.error, self.error.__traceback__))
-
-
 @dataclass
 class Evaluation:
     """What one fitted and evaluated run produced."""
@@ -95,34 +60,6 @@ def check_controls(dataset: Dataset, plates: list[str], method: type[Method] | M
             raise DataError(f"plate {plate} has no DMSO images, but method '{method.name}' (access "
                             f"{method.access}) needs each evaluated plate's DMSO controls; use a method "
                             "with access 'none' or a dataset whose plates carry DMSO wells")
-
-
-def check_probabilities(probs: Any, n_images: int, n_classes: int, method: str, plate: str) -> np.ndarray:
-    """Validate ``predict``'s output: shape ``(N, n_classes)``, finite, non-negative, rows summing to 1."""
-    where = f"method '{method}' predict() on plate {plate}"
-    try:
-        probs = np.asarray(probs, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise not_probabilities(method, plate, type(probs).__name__) from None
-    if probs.shape != (n_images, n_classes):
-        raise MethodError(f"{where} returned shape {probs.shape}; expected ({n_images}, {n_classes}): "
-                          "one row of class probabilities per image")
-    if not np.isfinite(probs).all():
-        raise MethodError(f"{where} returned {int((~np.isfinite(probs)).sum())} non-finite values "
-                          "(NaN or inf); check the training loss")
-    if (probs < -PROB_TOLERANCE).any():
-        raise MethodError(f"{where} returned negative probabilities; apply a softmax")
-    worst = float(np.abs(probs.sum(axis=1) - 1).max()) if n_images else 0.0
-    if worst > PROB_TOLERANCE:
-        raise MethodError(f"{where} returned rows that sum to 1 ± {worst:.3g} (tolerance {PROB_TOLERANCE}); "
-                          "return probabilities (softmax), not logits")
-    return probs
-
-
-def not_probabilities(method: str, plate: str, type_name: str) -> MethodError:
-    """The error for a ``predict`` that returned something that is not an array (``type_name``)."""
-    return MethodError(f"method '{method}' predict() on plate {plate} returned {type_name}, not an array of "
-                       "probabilities")
 
 
 def _view_for(method: Method, full: PlateView, dataset: Dataset) -> PlateView:

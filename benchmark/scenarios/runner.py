@@ -24,6 +24,7 @@ import numpy as np
 
 from ..constants import N_CLASSES
 from ..datasets.dataset import Dataset, PlateView
+from ..method_calls import StageError, check_probabilities
 from ..metrics import classification_metrics
 from ..splits import Fold
 from . import get_scenario
@@ -77,8 +78,6 @@ def scenario_block_current(name: str, block: Any) -> bool:
 def _level_block(host: Any, dataset: Dataset, fold: Fold, seed: int, split_seed: int, scenario: Scenario,
                  level: str, plates: dict[str, tuple[np.ndarray, np.ndarray]], plain: dict[str, Any],
                  fit_s: float) -> dict[str, Any]:
-    from ..evaluation import StageError
-
     head = {"level": level, "what": scenario.describe_level(level)}
     if scenario.unchanged_for(host.access):
         return {**head, "status": "unchanged", "metrics": plain,
@@ -125,8 +124,6 @@ def _refusal(host: Any, scenario: Scenario, level: str) -> str | None:
 
 def _score_case(host: Any, case: PlateCase, rng: np.random.Generator) -> np.ndarray:
     """Hand ``case`` to the method as a plate view (treated shuffled) and return probabilities in id order."""
-    from ..evaluation import check_probabilities
-
     order = rng.permutation(len(case.treated_ids))
     controls = case.control_ids if host.access.sees_controls else case.control_ids[:0]
     view = PlateView(case.plate, case.images.image_array(case.treated_ids[order]), case.images.image_array(controls))

@@ -6,7 +6,7 @@ starts in a few tens of milliseconds instead of the ~4 s of importing torch and 
 :class:`SealedHost` drives one worker the way :class:`benchmark.evaluation.LocalHost`
 drives a method in this process. Whatever the worker does, only its own run fails:
 
-- the method raises: :class:`~benchmark.evaluation.StageError` with its stage, plate,
+- the method raises: :class:`~benchmark.method_calls.StageError` with its stage, plate,
   message and traceback, as in process;
 - the audit hook refused something: :class:`SealViolation` saying what was tried;
 - the worker crashed (``os.abort()``, a segmentation fault, ``os._exit``), was killed
@@ -29,7 +29,7 @@ import numpy as np
 
 from ..datasets.dataset import PlateView
 from ..errors import LeakageError, MethodError
-from ..evaluation import RemoteError, StageError
+from ..method_calls import RemoteError, StageError
 from ..methods.base import Method, MethodConfig
 from . import channel
 from .audit import VIOLATION_EXIT, Policy
@@ -147,7 +147,7 @@ class SealedHost:
                                            [np.asarray(full.treated[:]), np.asarray(full.controls[:])],
                                            "adapt/predict", full.plate)
         if "unconvertible" in fields:
-            from ..evaluation import not_probabilities
+            from ..method_calls import not_probabilities
 
             raise not_probabilities(self.name, full.plate, fields["unconvertible"])
         return arrays[0]
