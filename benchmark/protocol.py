@@ -9,21 +9,28 @@ the record. It is resumable: a run whose ok record already exists with the same 
 data fingerprint, split seed and profile is skipped (``force`` recomputes it); failed
 records are retried. A method that fails, crashes, runs out of time or memory, or reaches
 for what it may not, writes a failed record and the other runs go on.
+
+Under torchrun (``WORLD_SIZE`` > 1, :mod:`benchmark.core.distributed`) every rank walks the same runs: rank 0
+decides which are fitted and the others follow it; every rank's sealed worker trains its share of the model;
+rank 0 alone evaluates and writes the record, the other ranks only fit and write nothing (docs/ddp.md).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .core.distributed import Coordinator, World, launch
 from .datasets import Dataset, load_dataset
 from .errors import BenchError, DataError, UnknownNameError
 from .presets import preset_values
-from .evaluation import StageError, evaluate
+from .evaluation import evaluate, target_views
+from .method_calls import StageError
 from .methods.base import Method, MethodConfig
 from .records import (DEFAULT_RESULTS, FULL, QUICK, RECORD_FORMAT, clean_temp_files, environment_info, json_safe,
                       read_record, record_path, run_dir, verify_predictions, write_record)
@@ -42,7 +49,9 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What happened to one (fold, seed): ``ok``, ``skipped`` (already recorded) or ``failed``."""
+    """What happened to one (fold, seed): ``ok``, ``skipped`` (already recorded) or ``failed``.
+
+    On a rank other than 0 of a torchrun launch only failed fits are outcomes: rank 0 reports the runs."""
 
     method: str
     split: str
@@ -186,7 +195,8 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
 
     Returns
     -------
-    list of RunOutcome, one per (fold, seed), in run order.
+    list of RunOutcome, one per (fold, seed), in run order (on a rank other than 0 of a torchrun launch: one per
+    failed fit; that rank evaluates and writes nothing).
     """
     say = log or (lambda _line: None)
     if time_limit_s is not None and time_limit_s <= 0:
@@ -207,7 +217,11 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
     chosen = select_folds(all_folds, folds)
     profile = QUICK if quick else FULL
     results_dir = Path(results_dir)
-    clean_temp_files(run_dir(results_dir, dataset.name, dataset.fingerprint, method, split))
+    found = launch()  # torchrun: this process is one rank of a data-parallel training of every run
+    coordinator = Coordinator(found, 2 * (time_limit_s or DEFAULT_TIME_LIMIT_S) + 3600) if found else None
+    rank = found.rank if found else 0
+    if rank == 0:
+        clean_temp_files(run_dir(results_dir, dataset.name, dataset.fingerprint, method, split))
     config_json = json_safe(config.to_dict())
     env = environment_info()
     runs = SealedRuns(dataset, split_seed, Limits(time_limit_s, memory_limit_gb), log=say)
@@ -216,10 +230,13 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
         for seed in seeds:
             path = record_path(results_dir, dataset.name, dataset.fingerprint, method, split, fold.index, seed, profile)
             tag = f"[{method} {split}] fold {fold.index} (held out {', '.join(fold.held_out)}) seed {seed}"
-            done, why, held = _already_done(path, config_json, dataset.fingerprint, split_seed, wanted)
-            if done and not force:
+            done, why, held = (_already_done(path, config_json, dataset.fingerprint, split_seed, wanted)
+                               if rank == 0 else (False, "", ()))
+            turn = coordinator.turn(tag, not done or force) if coordinator else None  # the others follow rank 0
+            if not (turn.fit if turn is not None else not done or force):
                 say(f"{tag}: skipped, already recorded in {path}")
-                outcomes.append(RunOutcome(method, split, fold.index, seed, "skipped", path))
+                if rank == 0:
+                    outcomes.append(RunOutcome(method, split, fold.index, seed, "skipped", path))
                 continue
             if why:
                 say(f"{tag}: recomputing ({why})")
@@ -238,7 +255,11 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
                                   "settings": json_safe(dict(dataset.meta.settings)),
                                   "image_shape": list(dataset.image_shape)},
                       "class_names": list(dataset.meta.class_names), "device": device, "environment": env}
-            host = runs.host(method_cls, config, fold, device, verbose)
+            with turn.environment() if turn else nullcontext():  # the worker's group is this run's
+                host = runs.host(method_cls, config, fold, device, verbose)
+            if rank != 0:
+                outcomes += _fit_only(host, dataset, fold, seed, split_seed, path, say, f"{tag} (rank {rank})")
+                continue
             keep = tuple(n for n in SCENARIO_NAMES if n in set(wanted) | set(held))  # a re-run never drops a block
             outcomes.append(_run_one(host, dataset, fold, seed, split_seed, header, path, say, tag, keep,
                                      replaces_ok=bool(held) or why.startswith("adding scenario")))
@@ -268,12 +289,34 @@ def _run_one(host: SealedHost, dataset: Dataset, fold: Fold, seed: int, split_se
     metrics = result.metrics
     write_record(path, {**header, "status": "ok", "error": None, "metrics": metrics,
                         "scenarios": result.scenarios,
-                        "fit_report": result.fit_report, "timings": {**result.timings, "total_s": seconds},
-                        "worker": host.worker_info()},
+                        "fit_report": _with_world(result.fit_report),
+                        "timings": {**result.timings, "total_s": seconds}, "worker": host.worker_info()},
                  result.predictions)
     ood, ind = metrics["out_of_domain"]["accuracy"], metrics["in_domain"]["accuracy"]
     say(f"{tag}: out-of-domain accuracy {ood:.3f}, in-domain {ind:.3f} ({seconds:.1f} s)")
     return RunOutcome(host.name, fold.split, fold.index, seed, "ok", path, ood, ind, seconds)
+
+
+def _with_world(report: dict[str, Any]) -> dict[str, Any]:
+    """A fit report under torchrun says the world it trained in: one process unless it says otherwise (a method
+    outside the shared training loop fits a copy of its own on every rank). Alone it is left as it is."""
+    return report if launch() is None else {**World().report(), **report}
+
+
+def _fit_only(host: SealedHost, dataset: Dataset, fold: Fold, seed: int, split_seed: int, path: Path,
+              say: Callable[[str], None], tag: str) -> list[RunOutcome]:
+    """A rank other than 0 of a data-parallel launch: fit (its share of the training), write nothing; the failure."""
+    start = time.perf_counter()
+    try:
+        with host:
+            host.fit(seed, target_views(dataset, fold, seed, split_seed) if host.access.sees_targets_in_fit else [])
+            host.fit_report()  # stops the worker
+    except (StageError, BenchError) as exc:
+        say(f"{tag}: FAILED: {exc}")
+        return [RunOutcome(host.name, fold.split, fold.index, seed, "failed", path,
+                           seconds=time.perf_counter() - start, error=str(exc))]
+    say(f"{tag}: fitted; rank 0 evaluates it and writes the record")
+    return []
 
 
 __all__ = ["DEFAULT_RESULTS", "DEFAULT_SEEDS", "RunOutcome", "parse_overrides", "resolve_config",

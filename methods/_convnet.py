@@ -15,6 +15,7 @@ that is as many optimiser steps as sim-1.5's 6 epochs over 3 sites per well.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from abc import abstractmethod
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ import torch
 
 from ..core.accel import accelerate, loader_workers, mixed_precision
 from ..core.backbones import create_backbone, n_parameters
+from ..core.distributed import World, process_group
 from ..core.loader import epochs, n_domains
 from ..core.network import Network
 from ..core.preprocess import Preprocessor, channel_stats, check_crop
@@ -63,6 +65,7 @@ class ConvNetMethod(Method):
     Config = ConvNetConfig
     config: ConvNetConfig
     quick_overrides = {"max_epochs": 1, "patience": 1}  # --quick smoke profile and `bench methods check`
+    world_: World = World()  # the processes fit trains on: several under torchrun (benchmark.core.distributed)
 
     @abstractmethod
     def recipe(self) -> Recipe:
@@ -74,23 +77,29 @@ class ConvNetMethod(Method):
 
     # -- the method API ------------------------------------------------------------------------
     def fit(self, train: LabelledImages, val: LabelledImages, seed: int) -> ConvNetMethod:
+        with process_group(self.device) as world:  # torchrun: one rank of a data-parallel training, else alone
+            self.world_ = world
+            return self._fit(train, val, seed)
+
+    def _fit(self, train: LabelledImages, val: LabelledImages, seed: int) -> ConvNetMethod:
         if self._start_from_source(train, seed):  # source-model cache hit: the cached ERM weights, not retrained
             return self
         recipe = self.recipe()
         self._setup(train, seed)
         net = self.net
-        validation = ValidationSet.read(val, recipe.validation, net, seed)
+        # data-parallel, rank 0 alone reads and scores the validation set; train_model broadcasts its loss
+        validation = ValidationSet.read(val, recipe.validation, net, seed) if self.world_.rank == 0 else None
         cfg = self.config
         settings = TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
                                  patience=cfg.patience, grad_accum=cfg.grad_accum, schedule=cfg.schedule)
         progress = stderr_progress(f"{self.name} seed {seed}") if self.verbose else None
-        steps = epochs(train, recipe.batches, self.preprocess_, loader_workers(self.device))
+        steps = epochs(train, recipe.batches, self.preprocess_, loader_workers(self.device), self.world_)
         # a loss with parameters of its own (DANN's domain head) trains them in groups of their own
         base_loss, extra = bind_loss(recipe.loss, self.model_, n_domains(train))
         params = [{"params": list(self.model_.parameters())}, *extra] if extra else None
         with recipe.training_norm.applied(self.model_, base_loss) as loss:
-            report = train_model(self.model_, steps, lambda model: validation.loss(net), settings, seed, progress,
-                                 loss=loss, params=params)
+            report = train_model(self.model_, steps, lambda model: validation.loss(net) if validation else math.nan,
+                                 settings, seed, progress, loss=loss, params=params, world=self.world_)
         self.fit_report_ = {**report, **self._report(train)}
         self._keep_source()
         return self
@@ -127,9 +136,11 @@ class ConvNetMethod(Method):
                "config": {f.name: getattr(self.config, f.name) for f in dataclasses.fields(trains_as)},
                "training": {"batches": repr(recipe.batches), "training_norm": repr(recipe.training_norm),
                             "validation": repr(recipe.validation),
-                            "loss": f"{recipe.loss.__module__}.{recipe.loss.__qualname__}"}}
+                            "loss": _describe_loss(recipe.loss)}}
         if self.starts_from is None:  # a model of its own: never shared with another method
             key["method"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        if self.world_.size > 1:  # a data-parallel training is another model than one process's
+            key["world_size"] = self.world_.size
         return key
 
     def _start_from_source(self, train: LabelledImages, seed: int) -> bool:
@@ -143,7 +154,7 @@ class ConvNetMethod(Method):
         start = time.perf_counter()
         self._setup(train, seed)
         entry = cache.load(key, self.model_.state_dict())
-        if entry is None:
+        if not self.world_.all_true(entry is not None):  # data-parallel: load only if every rank has it
             self.source_ = {"cached": False, "key": key_digest(key)}
             return False
         self.model_.load_state_dict(entry.state)
@@ -155,7 +166,7 @@ class ConvNetMethod(Method):
     def _keep_source(self) -> None:
         """After training: cache the model (when :meth:`_start_from_source` found none) and report it."""
         key, cache = self._source_key(self.seed_), source_cache()
-        if key is not None and cache is not None:
+        if key is not None and cache is not None and self.world_.rank == 0:  # the other ranks write nothing
             report = {k: v for k, v in self.fit_report_.items() if k != "source_model"}
             try:
                 self.source_ = {**self.source_, "saved": cache.save(key, self.model_.state_dict(), report).name}
@@ -191,6 +202,14 @@ class ConvNetMethod(Method):
                     n_train_plates=len(train.plates), n_train_treated=int(len(train.treated_ids())),
                     channel_stats=self.stats_.to_dict(), mixed_precision=mixed_precision(self.device),
                     loader_workers=loader_workers(self.device))
+
+
+def _describe_loss(loss: Any) -> str:
+    """A loss as the model cache's key names it: a function by its qualified name, a loss object (Deep CORAL's,
+    DANN's frozen dataclasses) by its class and its repr, which holds its settings."""
+    if hasattr(loss, "__qualname__"):
+        return f"{loss.__module__}.{loss.__qualname__}"
+    return f"{type(loss).__module__}.{type(loss).__qualname__}: {loss!r}"
 
 
 def softmax(logits: torch.Tensor) -> np.ndarray:

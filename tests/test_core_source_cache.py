@@ -281,3 +281,16 @@ def test_a_method_of_its_own_model_is_scored_again_from_the_cache_with_identical
     assert after["scenarios"]["support"]["levels"]["8"]["status"] == "ok"
     names = {p.name.split("-")[0] for p in (tmp_path / "cache" / "models").rglob("*.json")}
     assert names == {"model"}
+
+
+@pytest.mark.parametrize("method", ["deep_coral", "dann"])
+def test_methods_whose_loss_is_an_object_run_sealed_and_cache_their_model(method, toy_dataset, tmp_path, monkeypatch):
+    """Deep CORAL's and DANN's losses are dataclass instances (no ``__qualname__``): the key names them by repr."""
+    from benchmark.protocol import run_protocol
+
+    monkeypatch.setenv("PLATEBENCH_CACHE", str(tmp_path / "cache"))
+    (outcome,) = run_protocol(method, "source_out", toy_dataset, seeds=[0], folds=[1], device="cpu",
+                              results_dir=tmp_path / "res", quick=True, overrides={"crop": "0"})
+    assert outcome.status == "ok", outcome.error
+    (description,) = (tmp_path / "cache" / "models").rglob("model-*.json")
+    assert "Loss: " in description.read_text() and "weight=" in description.read_text()

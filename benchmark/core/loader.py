@@ -14,6 +14,13 @@ CUDA default, see :func:`benchmark.core.accel.loader_workers`) a
 processes into pinned memory, each batch with its own seed drawn from the epoch's
 generator (so results do not depend on the number of workers), and the uint8
 pixels are normalised on the device.
+
+Data-parallel (:mod:`benchmark.core.distributed`), every rank draws the same epoch of batches from the same
+generator and reads only its share (every ``size``-th batch from its rank on), with the augmentations one
+process would draw for it: with ``workers=0`` a rank augments a stand-in of every batch of the others (no
+pixels read) to keep its generator where one process's would be; with workers every batch's seed is drawn
+for the whole sequence. So the ranks' batches of one step hold the images, crops and flips of the
+consecutive batches one process takes with ``grad_accum`` times the number of ranks.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from torch.utils.data import Dataset as TorchDataset
 from ..constants import DMSO_LABEL
 from ..datasets.dataset import LabelledImages
 from .accel import is_cuda, to_device
+from .distributed import World
 from .preprocess import Preprocessor, normalise, random_crop_flip
 from .sampler import Batch, BatchComposition
 from .training import SizedEpoch, Step
@@ -94,8 +102,8 @@ class _AugmentedBatches(TorchDataset):
 
 
 def training_steps(train: LabelledImages, batches: Sequence[Batch], preprocess: Preprocessor,
-                   rng: np.random.Generator, workers: int = 0, domains: PlateCodes | None = None
-                   ) -> Iterator[Step]:
+                   rng: np.random.Generator, workers: int = 0, domains: PlateCodes | None = None,
+                   share: Sequence[int] | None = None) -> Iterator[Step]:
     """One epoch of :class:`Step` on ``preprocess.device`` for the given ``batches``.
 
     Parameters
@@ -106,16 +114,25 @@ def training_steps(train: LabelledImages, batches: Sequence[Batch], preprocess: 
     rng : the epoch's generator (augmentations with ``workers=0``; per-batch seeds otherwise).
     workers : loader worker processes; 0 reads in this process.
     domains : the plate codes of ``train`` (built here when not given).
+    share : the positions of the batches to read (a data-parallel rank's share, ascending; None: all); the
+        others only advance ``rng`` as reading them would.
     """
     device = preprocess.device
     domains = PlateCodes(train) if domains is None else domains
     if workers <= 0:
-        for batch in batches:
+        mine = None if share is None else set(share)
+        shape = None if mine is None else train.images(train.treated_ids()[:1]).shape[1:]
+        for i, batch in enumerate(batches):
+            if mine is not None and i not in mine:  # another rank's batch: the same draws, no pixels read
+                preprocess.train(_stand_in(len(batch), shape), rng)
+                continue
             inputs = preprocess.train(read_batch(train, batch), rng)
             yield Step(inputs, torch.as_tensor(batch_targets(train, batch), dtype=torch.long, device=device),
                        torch.as_tensor(domains.of(batch), dtype=torch.long, device=device))
         return
     seeds = rng.integers(0, 2**63 - 1, size=len(batches))
+    if share is not None:
+        batches, seeds = [batches[i] for i in share], seeds[list(share)]
     loader = DataLoader(_AugmentedBatches(train, batches, preprocess.crop, seeds, domains), batch_size=None,
                         shuffle=False, num_workers=workers, pin_memory=is_cuda(device), prefetch_factor=4)
     for pixels, targets, plates in loader:
@@ -123,8 +140,8 @@ def training_steps(train: LabelledImages, batches: Sequence[Batch], preprocess: 
                    to_device(targets, device), to_device(plates, device))
 
 
-def epochs(train: LabelledImages, composition: BatchComposition, preprocess: Preprocessor, workers: int = 0
-           ) -> Callable[[np.random.Generator], SizedEpoch]:
+def epochs(train: LabelledImages, composition: BatchComposition, preprocess: Preprocessor, workers: int = 0,
+           world: World | None = None) -> Callable[[np.random.Generator], SizedEpoch]:
     """The epoch function of ``train_model``: each call draws one epoch's batches and reads them.
 
     Parameters
@@ -133,10 +150,21 @@ def epochs(train: LabelledImages, composition: BatchComposition, preprocess: Pre
     composition : which images form a mini-batch (mixed, one plate, one plate + its DMSO).
     preprocess : crop size, channel statistics, device and memory format.
     workers : loader worker processes; 0 reads in this process.
+    world : the processes training together (default: the initialised default process group, else this
+        process alone); each reads its share of every epoch, and the epoch's length is the longest share.
     """
     domains = PlateCodes(train)
+    world = World.current() if world is None else world
 
     def epoch(rng: np.random.Generator) -> SizedEpoch:
         batches = composition.batches(train, rng)
-        return SizedEpoch(training_steps(train, batches, preprocess, rng, workers, domains), len(batches))
+        share = world.shard(range(len(batches))) if world.size > 1 else None
+        return SizedEpoch(training_steps(train, batches, preprocess, rng, workers, domains, share),
+                          world.steps(len(batches)))
     return epoch
+
+
+def _stand_in(n: int, shape: tuple[int, ...]) -> np.ndarray:
+    """``n`` black images of ``shape`` (C, H, W), none allocated (a read-only broadcast): augmenting them
+    draws from the generator exactly what augmenting ``n`` real images would."""
+    return np.broadcast_to(np.zeros((), dtype=np.uint8), (n, *shape))
