@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from benchmark import gpu_check
 from benchmark.gpu_check import StageResult, main, render_report
+from benchmark.gpu_check.processes import finish
 
 SECTIONS = ["## Machine", "## 1. Packed store vs one TIFF per site", "## 2. ResNet-50 training throughput",
             "## 3. Data-wait share of a training step (real loader)", "## 5. Peak GPU memory", "## Summary"]
@@ -106,14 +106,14 @@ def _stage_process(code):
 def test_a_stage_past_its_time_box_is_killed_and_keeps_its_partial_result(tmp_path):
     result = tmp_path / "stage.json"
     code = f"import json, time; open({str(result)!r}, 'w').write(json.dumps({{'table': [{{'a': 1}}]}})); time.sleep(60)"
-    stage = gpu_check._finish(StageResult("paper"), _stage_process(code), result, timeout=3, start=0.0)
+    stage = finish(StageResult("paper"), _stage_process(code), result, timeout=3, start=0.0)
     assert stage.status == "timed out" and stage.error == "killed after its time box of 3 s"
     assert stage.result == {"table": [{"a": 1}]}
 
 
 def test_a_failing_stage_records_the_end_of_its_stderr(tmp_path):
     code = "import sys; print('first line', file=sys.stderr); raise RuntimeError('DataLoader worker killed: Bus error')"
-    stage = gpu_check._finish(StageResult("loader"), _stage_process(code), tmp_path / "none.json", 30, 0.0)
+    stage = finish(StageResult("loader"), _stage_process(code), tmp_path / "none.json", 30, 0.0)
     assert stage.status == "failed" and stage.error.startswith("exit code 1: first line | Traceback")
     assert stage.error.endswith("RuntimeError: DataLoader worker killed: Bus error")
 
