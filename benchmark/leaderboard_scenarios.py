@@ -161,6 +161,9 @@ def scenario_figure(records: list[Record], scenario: str, path: Path, order: lis
     colours = dict(zip(order, sns.color_palette("tab20", len(order))))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, split in zip(axes, SPLITS):
+        if not any(r["split"] == split for r in rows):
+            ax.text(0.5, 0.5, "no run of this split holds this block yet", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9, color="grey")
         for method in order:
             pts = sorted((r for r in rows if r["method"] == method and r["split"] == split), key=lambda r: r["k"])
             if not pts:
