@@ -1,0 +1,186 @@
+"""``bench sweep``: methods × splits × folds × seeds as independent units, locally, in process or on SLURM."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import BenchError
+from ..records import DEFAULT_RESULTS
+from ..sealed.limits import DEFAULT_TIME_LIMIT_S
+from .common import handle_errors
+from .run import parse_int_list
+
+if TYPE_CHECKING:  # the plan imports the protocol (torch); load it only when a command runs
+    from ..sweep.plan import Plan
+
+SLURM_PANEL = "SLURM (--executor slurm)"
+
+
+def parse_names(text: str | None, default: tuple[str, ...]) -> list[str]:
+    """``"erm, adabn"`` -> ``["erm", "adabn"]``; None -> ``default``."""
+    if text is None:
+        return list(default)
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str]:
+    """``["scenarios=label_shift"]`` -> ``{"scenarios": "label_shift"}`` (values stay strings)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"{option} expects key=value, got '{pair}' (e.g. {option} scenarios=label_shift)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def default_jobs() -> int:
+    """The CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _print_plan(plan: Plan) -> None:
+    """The units to run, in order, with what each waits for, its expected time and its record."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bench sweep plan: {len(plan.todo)} to run, {len(plan.finished)} already recorded")
+    for col in ("order", "unit", "runs after", "expected (s)", "record"):
+        table.add_column(col)
+    for i, unit in enumerate(plan.todo, 1):
+        before = plan.waits.get(unit)
+        expected = plan.estimates.get(unit)
+        table.add_row(str(i), unit.label, before.label if before else "", "–" if expected is None else f"{expected:.0f}",
+                      unit.record)
+    Console(width=200).print(table)
+
+
+@handle_errors
+def sweep(
+    methods: Annotated[str | None, typer.Option(help="Comma-separated methods (default: the default leaderboard's, "
+                                                "benchmark.sweep.grid.DEFAULT_METHODS).")] = None,
+    splits: Annotated[str | None, typer.Option(help="Comma-separated splits (default: batch_out,source_out).")]
+    = None,
+    folds: Annotated[str | None, typer.Option(help="Comma-separated fold indices (default: every fold of each "
+                                              "split).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated training seeds (default 0,1,2; 0 with "
+                                              "--quick).")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset name (synthetic, jump) or path to a dataset folder.")]
+    = "synthetic",
+    results: Annotated[Path, typer.Option("--results", help="Folder the run records go to.")] = DEFAULT_RESULTS,
+    quick: Annotated[bool, typer.Option("--quick", help="Smoke profile: the methods' quick settings; records "
+                                        "marked quick and left out of the leaderboard.")] = False,
+    preset: Annotated[str | None, typer.Option("--preset", help="Named setting applied before --quick and --set "
+                                               "(e.g. paper).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value for every "
+                                                   "method (repeatable).")] = None,
+    device: Annotated[str, typer.Option(help="auto (GPU if visible), cpu or cuda.")] = "auto",
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Wall-clock limit of each run in seconds.")]
+    = DEFAULT_TIME_LIMIT_S,
+    memory_limit: Annotated[float | None, typer.Option("--memory-limit", help="Data memory limit of each run's "
+                                                       "worker in GB (default: none).")] = None,
+    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the fold assignment.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Recompute units that already have a record.")] = False,
+    scenarios: Annotated[str, typer.Option("--scenarios", help="Comma-separated scenarios scored on each fitted run "
+                                           "(label_shift, controls, support, severity), 'all' (every one that "
+                                           "applies to the dataset, as bench run) or 'none'; a record that lacks "
+                                           "one is re-run to add it.")] = "all",
+    run_option: Annotated[list[str] | None, typer.Option("--run-option", help="A further keyword of the "
+                                                         "protocol for every unit, key=value (repeatable; the "
+                                                         "value is passed as a string).")] = None,
+    executor: Annotated[str, typer.Option("--executor", "-x", help="local (worker processes on this machine), "
+                                          "debug (in this process, one after the other) or slurm (submitit job "
+                                          "arrays).")] = "local",
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Units at once with --executor local (default: "
+                                             "the CPU cores).")] = None,
+    process_per_unit: Annotated[bool, typer.Option("--process-per-unit", help="With --executor local, a new "
+                                                   "worker process for every unit (default: each worker takes one "
+                                                   "unit after another).")] = False,
+    logs: Annotated[Path | None, typer.Option("--logs", help="Folder of the units' logs (default: 'logs' next to "
+                                              "the results folder, e.g. leaderboard/logs).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the units to run, in order, and exit.")] = False,
+    slurm_config: Annotated[Path | None, typer.Option("--slurm-config", help="TOML file of SLURM settings "
+                                                      "(docs/cluster.md); the options below override it.",
+                                                      rich_help_panel=SLURM_PANEL)] = None,
+    partition: Annotated[str | None, typer.Option(help="SLURM partition.", rich_help_panel=SLURM_PANEL)] = None,
+    slurm_time: Annotated[int | None, typer.Option("--slurm-time", help="Minutes per unit (default 1440).",
+                                                   rich_help_panel=SLURM_PANEL)] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs per unit (default 0).",
+                                             rich_help_panel=SLURM_PANEL)] = None,
+    cpus: Annotated[int | None, typer.Option("--cpus", help="CPU cores per unit (default 2).",
+                                             rich_help_panel=SLURM_PANEL)] = None,
+    mem_gb: Annotated[float | None, typer.Option("--mem-gb", help="Memory per unit in GB.",
+                                                 rich_help_panel=SLURM_PANEL)] = None,
+    array_parallelism: Annotated[int | None, typer.Option("--array-parallelism", help="Units of an array running at "
+                                                          "once (default 32).", rich_help_panel=SLURM_PANEL)] = None,
+    max_retries: Annotated[int | None, typer.Option("--max-retries", help="Requeues of a preempted or timed-out "
+                                                    "unit before it is reported failed (default 3).",
+                                                    rich_help_panel=SLURM_PANEL)] = None,
+    slurm_folder: Annotated[Path | None, typer.Option("--slurm-folder", help="submitit's folder (scripts, logs, "
+                                                      "jobs.json; default <logs>/slurm).",
+                                                      rich_help_panel=SLURM_PANEL)] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the SLURM jobs until every unit ended, "
+                                       "or submit and return.", rich_help_panel=SLURM_PANEL)] = True,
+) -> None:
+    """Run every METHOD × SPLIT × FOLD × SEED as its own unit (one sealed run and record each; resumable).
+
+    Units with an ok record of the same config and data are skipped; ERM of a fold and seed runs before the
+    methods that load its cached model. Exit code 1 when any unit failed.
+    """
+    from ..protocol import parse_overrides
+    from ..sweep.grid import DEFAULT_METHODS, DEFAULT_SPLITS, RunSettings
+    from ..sweep.plan import make_plan
+    from ..sweep.runner import check_executor, run_sweep
+    from ..sweep.slurm_config import slurm_config as load_slurm_config
+
+    slurm_options = {"partition": partition, "time_min": slurm_time, "gpus_per_node": gpus, "cpus_per_task": cpus,
+                     "mem_gb": mem_gb, "array_parallelism": array_parallelism, "max_retries": max_retries,
+                     "folder": str(slurm_folder) if slurm_folder is not None else None}
+    if executor != "slurm":
+        given = [k for k, v in slurm_options.items() if v is not None] + (["slurm_config"] if slurm_config else [])
+        if given or not wait:
+            raise BenchError(f"the SLURM options ({', '.join(given) or 'no_wait'}) apply to --executor slurm only; "
+                             f"drop them or add --executor slurm")
+    n_jobs = jobs if jobs is not None else default_jobs()
+    check_executor(executor, n_jobs)
+    slurm = load_slurm_config(slurm_config, **slurm_options) if executor == "slurm" else None
+    seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else ([0] if quick else [0, 1, 2])
+    fold_list = parse_int_list(folds, "--folds") if folds is not None else None
+    settings = RunSettings.build(results_dir=results, dataset=dataset, split_seed=split_seed, device=device,
+                                 quick=quick, force=force, preset=preset, overrides=parse_overrides(set_ or []),
+                                 time_limit_s=time_limit, memory_limit_gb=memory_limit, scenarios=scenarios,
+                                 run_options=parse_pairs(run_option, "--run-option"))
+    plan = make_plan(parse_names(methods, DEFAULT_METHODS), parse_names(splits, DEFAULT_SPLITS), fold_list,
+                     seed_list, settings)
+    if dry_run:
+        _print_plan(plan)
+        return
+    log_dir = logs if logs is not None else Path(results).parent / "logs"
+    where = {"local": f"{n_jobs} worker process(es), logs in {log_dir}", "debug": "in this process",
+             "slurm": "SLURM job arrays"}[executor]
+    typer.echo(f"bench sweep: {plan.total} units, {len(plan.finished)} already recorded, {len(plan.todo)} to run "
+               f"({where}); records in {results}")
+    progress = run_sweep(plan, executor, jobs=n_jobs, logs=log_dir, slurm=slurm, wait=wait, fresh=process_per_unit)
+    if executor == "slurm" and not wait:
+        typer.echo(f"{len(plan.todo)} unit(s) queued or running on SLURM; follow them with squeue or sacct, or rerun "
+                   "this command without --no-wait to follow them here (finished units are then skipped)")
+        return
+    progress.summary()
+    failed = [r for r in progress.results if r.status == "failed"]
+    if failed:
+        first = failed[0]
+        where_log = f"; log: {first.log}" if first.log else ""
+        typer.echo(f"error: {len(failed)} of {plan.total} units failed (first: {first.unit.label}: {first.error}"
+                   f"{where_log}); their records and logs say why, rerun the same command to retry", err=True)
+        raise typer.Exit(1)
+
+
+def attach(app: typer.Typer) -> None:
+    app.command("sweep")(sweep)
