@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import _toy_methods  # noqa: F401  (registers the _test_ methods)
+from _record_compare import untimed
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -45,22 +46,13 @@ def _by_method(results_dir: Path) -> dict[str, object]:
     return {r.method: r for r in load_records(results_dir).ok}
 
 
-def _untimed(value):
-    """``value`` without its timings (keys ending in ``_s``, e.g. a plate's ``adapt_predict_s``)."""
-    if isinstance(value, dict):
-        return {k: _untimed(v) for k, v in value.items() if not k.endswith("_s")}
-    if isinstance(value, list):
-        return [_untimed(v) for v in value]
-    return value
-
-
 def _same_records(ours: Path, reference: Path) -> None:
     """Every record in ``ours`` has the metrics (timings aside) and predictions of its namesake in ``reference``."""
     a, b = _by_method(ours), _by_method(reference)
     assert a and sorted(a) == sorted(b)
     for method, rec in a.items():
         assert rec.data["metrics"]["out_of_domain"]["accuracy"] is not None
-        assert _untimed(rec.data["metrics"]) == _untimed(b[method].data["metrics"]), method
+        assert untimed(rec.data["metrics"]) == untimed(b[method].data["metrics"]), method
         assert read_predictions(rec).equals(read_predictions(b[method])), method
 
 
@@ -281,7 +273,7 @@ def test_erm_runs_before_adabn_which_loads_its_cached_model(toy_dataset, tmp_pat
     assert ref.status == "ok"
     (ref_rec,) = load_records(tmp_path / "ref").quick
     assert ref_rec.data["fit_report"]["source_model"]["cached"] is False  # trained here, in process
-    assert _untimed(ref_rec.data["metrics"]) == _untimed(quick["erm"].data["metrics"])
+    assert untimed(ref_rec.data["metrics"]) == untimed(quick["erm"].data["metrics"])
     assert read_predictions(ref_rec).equals(read_predictions(quick["erm"]))
 
 

@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import _toy_methods  # noqa: F401  (registers the _test_ methods)
+from _record_compare import untimed
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -142,15 +143,6 @@ def fake_slurm(tmp_path, monkeypatch):
     submitit.SlurmJob.watcher.clear()
 
 
-def _untimed(value):
-    """``value`` without its timings (keys ending in ``_s``)."""
-    if isinstance(value, dict):
-        return {k: _untimed(v) for k, v in value.items() if not k.endswith("_s")}
-    if isinstance(value, list):
-        return [_untimed(v) for v in value]
-    return value
-
-
 def _settings(tmp_path, dataset) -> RunSettings:
     return RunSettings.build(results_dir=tmp_path / "res", dataset=str(dataset.root), device="cpu")
 
@@ -236,7 +228,7 @@ def test_units_run_as_job_arrays_the_dependent_one_after_and_records_land_with_t
                      results_dir=tmp_path / "ref")
     for ref in load_records(tmp_path / "ref").ok:
         assert read_predictions(ref).equals(read_predictions(ours[ref.method]))
-        assert _untimed(ref.data["metrics"]) == _untimed(ours[ref.method].data["metrics"])
+        assert untimed(ref.data["metrics"]) == untimed(ours[ref.method].data["metrics"])
     text = console.export_text()
     assert "submitted 2 unit(s) as SLURM job array(s) 12, 13; scripts and logs in" in text
     assert "ok      _test_centroid source_out fold 0 seed 0: out-of-domain" in text
