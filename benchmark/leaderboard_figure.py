@@ -42,10 +42,18 @@ def accuracy_figure(records: list[Record], path: Path, method_order: list[str]) 
     ax.set_ylabel("accuracy (mean ± sd over folds × seeds)")
     ax.set_xlabel("")
     ax.legend(loc="lower right", fontsize=8)
+    return save_figure(fig, path, dpi=120)
+
+
+def save_figure(fig: object, path: Path, dpi: int) -> Path:
+    """Lay out ``fig``, write it to ``path`` as PNG without timestamp metadata (under a temporary name, then
+    renamed, so a killed write leaves no half image), close it and return ``path``."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, metadata={"Software": None})
+    fig.savefig(tmp, dpi=dpi, metadata={"Software": None})
     plt.close(fig)
     tmp.replace(path)
     return path

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .leaderboard_figure import save_figure
 from .leaderboard_tables import SPLIT_LABELS, _by_fold, _ci_text, _fmt, _finite, method_order
 from .metrics import bootstrap_ci, mean_std
 from .records import Record
@@ -180,13 +181,7 @@ def scenario_figure(records: list[Record], scenario: str, path: Path, order: lis
     axes[0].set_ylabel("out-of-domain accuracy (95% CI band)")
     axes[1].legend(loc="lower left", fontsize=7, ncol=2)
     fig.suptitle(f"scenario {scenario}", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def scenario_sections(records: list[Record], baseline: str, figure_path: Any = None) -> list[str]:
