@@ -14,32 +14,11 @@ Then the same logistic regression as every ``profile_*`` method.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import sys
 
 from ..core.profile_corrections import ComBat, Correction, check_batch_key, require
 from ..core.profiles import ProfileConfig, ProfileMethod
 from ..registry import register_method
 from .base import AccessLevel, MethodConfig
-
-
-def _preload_for_sealed_workers() -> None:
-    """Import inmoose now if the sealed workers' forkserver is importing the built-in methods.
-
-    inmoose imports anndata and fsspec: h5py starts ``uname -p`` (platform.processor) and fsspec looks up
-    symbols with ctypes at import time, both of which a sealed worker refuses. Imported in the forkserver,
-    before any hook, the workers forked from it inherit the module. Elsewhere (``bench methods list``) the
-    import waits for the constructor. Listing ``inmoose.pycombat`` in ``benchmark.sealed.preload.HEAVY``
-    would make this unnecessary.
-    """
-    if "benchmark.sealed.preload" in sys.modules:
-        try:
-            importlib.import_module("inmoose.pycombat")
-        except ImportError:
-            pass  # the constructor reports it, with the install hint
-
-
-_preload_for_sealed_workers()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-HEAVY = ("numpy", "polars", "pyarrow", "torch", "timm", "sklearn", "scipy")
+HEAVY = ("numpy", "polars", "pyarrow", "torch", "timm", "sklearn", "scipy",
+         # the profiles extra (absent without it): inmoose's import runs `uname -p` and ctypes look-ups a sealed
+         # worker refuses, and the four take ~4 s to import, paid here once instead of in every worker
+         "inmoose.pycombat", "harmonypy", "pycytominer.operations.transform", "copairs.map", "copairs.matching")
 HARNESS = ("benchmark.sealed.worker", "benchmark.evaluation", "benchmark.registry", "benchmark.core")
 
 
