@@ -53,6 +53,14 @@ def test_saved_encoder_loads_through_its_spec_and_embeds_frozen(tmp_path):
     assert not any(p.requires_grad for p in encoder.module.parameters())
 
 
+def test_saved_encoder_is_world_readable_and_leaves_no_partial_files(tmp_path):
+    backbone = create_backbone("resnet_micro", num_classes=0).eval()
+    meta = {"backbone": "resnet_micro", "dim": 128, "channel_mean": [100.0] * 5, "channel_std": [50.0] * 5}
+    weights, config = save_encoder(tmp_path / "enc.safetensors", backbone, meta)
+    assert weights.stat().st_mode & 0o777 == 0o644  # safetensors alone writes 0600: a shipped file others must read
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.json", "enc.safetensors"]
+
+
 def test_module_encoder_rejects_non_uint8_images():
     encoder = ModuleEncoder("test", torch.nn.Flatten(), 5 * 4, lambda x: torch.as_tensor(x, dtype=torch.float32))
     with pytest.raises(BenchError, match=r"encoder test takes uint8 images \(N, C, H, W\), got float64"):

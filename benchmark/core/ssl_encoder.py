@@ -9,6 +9,7 @@ how it was pretrained. ``bench methods pretrain-encoder`` regenerates them
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,21 @@ def config_path(weights: Path) -> Path:
 
 
 def save_encoder(path: Path, backbone: torch.nn.Module, config: dict[str, Any]) -> tuple[Path, Path]:
-    """Write the backbone's weights (safetensors) and ``config`` (JSON, same stem); return both paths."""
+    """Write the backbone's weights (safetensors) and ``config`` (JSON, same stem); return both paths.
+
+    Each file is written next to its destination and renamed over it, so an interrupted write never
+    leaves a truncated encoder; the weights are made world-readable (safetensors writes them 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    save_file(state, str(path))
-    config_path(path).write_text(json.dumps(config, indent=1))
+    partial = path.with_name(f".{path.name}.partial")
+    save_file(state, str(partial))
+    partial.chmod(0o644)
+    meta_partial = path.with_name(f".{config_path(path).name}.partial")
+    meta_partial.write_text(json.dumps(config, indent=1))
+    os.replace(partial, path)
+    os.replace(meta_partial, config_path(path))
     return path, config_path(path)
 
 
