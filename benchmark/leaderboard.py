@@ -25,6 +25,8 @@ from .leaderboard_tables import (BASELINE, CI_NOTE, commands, configs, details_t
 from .records import DEFAULT_RESULTS, QUICK, RECORD_FORMAT, Record, RecordSet, iter_record_files, load_records
 
 DEFAULT_OUT = Path("leaderboard") / "LEADERBOARD.md"
+EMBEDDING_FIGURE = "embeddings.png"
+"""The file name of a profile method's embedding figure in ``<figures>/report/<method>_<split>/`` (``bench report``)."""
 
 REPORTED = (
     # (method, access, in-domain, new batches) as stated in DESIGN.md §1
@@ -140,6 +142,7 @@ def _dataset_section(name: str, fp: str, records: list[Record], failed: list[Rec
             lines += ["### Leave-source-out accuracy per held-out source", "",
                       "Mean ± std over the seeds of each held-out source. Each column is a single fold, so it "
                       "has no CI: its seeds share the held-out lab.", ""] + per_source + [""]
+        lines += _corrections(records, out_md, figures_dir)
         lines += _scenarios(records, name, fp, out_md, figures_dir, result, baseline)
         lines += ["### Details (out-of-domain and in-domain metrics per split)", ""] + details_table(records) + [""]
         lines += ["### Hyper-parameters (from the records' configs)", ""] + configs(records) + [""]
@@ -151,6 +154,17 @@ def _dataset_section(name: str, fp: str, records: list[Record], failed: list[Rec
         lines += [f"**Not included: {len(failed)} failed run(s)** (rerun the same command to retry):", ""]
         lines += [f"- {r.label()}: {r.data.get('error')}" for r in failed] + [""]
     return lines
+
+
+def _corrections(records: list[Record], out_md: Path, figures_dir: Path | None) -> list[str]:
+    """The profile-correction metrics section, linking each method's embedding figure where ``bench report`` wrote one."""
+    from .leaderboard_profiles import correction_sections
+
+    def figure_link(method: str, split: str) -> str | None:
+        file = figures_dir / "report" / f"{method}_{split}" / EMBEDDING_FIGURE if figures_dir is not None else None
+        return _rel(file, out_md.parent) if file is not None and file.is_file() else None
+
+    return correction_sections(records, figure_link)
 
 
 def _scenarios(records: list[Record], name: str, fp: str, out_md: Path, figures_dir: Path | None,

@@ -1,0 +1,430 @@
+"""``bench report``: figures of one method and split drawn from its run records.
+
+From the predictions of every record of a method and split (or of one record):
+
+- a **confusion matrix** of the target (out-of-domain) images: rows are the true classes,
+  normalised per row; each cell shows the share of its row;
+- a **heatmap of accuracy per target plate**: one row per (plate, fold), grouped by source
+  (lab) and then batch, one column per seed and their mean, so a failing lab or plate stands out.
+
+For a profile method, :mod:`benchmark.report_embeddings` adds the embeddings of a subsample of
+images before and after correction (:func:`embedding_figure`). Finding and checking records does
+file I/O; the table and figure functions are pure (polars frames and arrays in, a figure out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .errors import BenchError, DataError, UnknownNameError
+from .records import (DEFAULT_RESULTS, QUICK, RECORD_FORMAT, Record, load_records, read_predictions, read_record,
+                      verify_predictions)
+
+TARGET_PART = "out_of_domain"
+"""The ``part`` of a predictions table that holds the target plates' images."""
+DEFAULT_OUT = Path("leaderboard") / "figures" / "report"
+"""Where ``bench report`` writes its figures by default (one folder per method and split, or per record)."""
+DPI = 120
+
+
+# ----------------------------------------------------------------------------- finding records
+
+@dataclass
+class Runs:
+    """The records a report is drawn from, and notes on what was left out."""
+
+    records: list[Record]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def method(self) -> str:
+        return self.records[0].method
+
+    @property
+    def split(self) -> str:
+        return self.records[0].split
+
+    @property
+    def quick(self) -> bool:
+        return self.records[0].profile == QUICK
+
+
+def _run_command(method: str, split: str, dataset: str, results: Path) -> str:
+    extra = "" if Path(results) == DEFAULT_RESULTS else f" --results {results}"
+    return f"bench run -m {method} -s {split} --dataset {dataset}{extra}"
+
+
+def _record_folders(results: Path, dataset: str, method: str, split: str) -> list[Path]:
+    """The folders that may hold the records: of the dataset's current version if it is a folder, else of every
+    version of the named dataset (``<results>/<dataset>-*/<method>/<split>``)."""
+    if Path(dataset).is_dir():
+        from .datasets import load_dataset
+
+        opened = load_dataset(dataset)
+        return [Path(results) / f"{opened.name}-{opened.fingerprint}" / method / split]
+    return sorted(p for p in Path(results).glob(f"{dataset}-*/{method}/{split}") if p.is_dir())
+
+
+def _one_version(folders: list[Path], dataset: str) -> Path:
+    """The folder of the dataset's current version when records of several versions exist."""
+    from .datasets import load_dataset
+
+    current = load_dataset(dataset)
+    for folder in folders:
+        if folder.parent.parent.name == f"{current.name}-{current.fingerprint}":
+            return folder
+    raise DataError(f"records of several versions of dataset '{dataset}' exist ({', '.join(map(str, folders))}) "
+                    f"and none is of its current version {current.fingerprint}; give one record with --record")
+
+
+def find_runs(results: Path, dataset: str, method: str, split: str) -> Runs:
+    """The ok records of ``method`` on ``split`` (full ones, else ``--quick`` ones) under ``results``.
+
+    Raises :class:`BenchError` naming the folder searched and the ``bench run`` command that makes
+    the records when there are none, and naming the file when a record is damaged.
+    """
+    from .splits import SPLITS
+
+    if split not in SPLITS:
+        raise UnknownNameError("split", split, SPLITS)
+    folders = _record_folders(results, dataset, method, split)
+    if len(folders) > 1:
+        folders = [_one_version(folders, dataset)]
+    found = load_records(folders[0]) if folders and folders[0].is_dir() else None
+    if found is None or not (found.ok or found.quick or found.failed or found.invalid or found.outdated):
+        _check_method_name(method)
+        searched = folders[0] if folders else Path(results) / f"{dataset}-<fingerprint>" / method / split
+        raise DataError(f"no run records of method '{method}' on split '{split}' in {searched}; make them with "
+                        f"`{_run_command(method, split, dataset, results)}` (or give --results / --dataset)")
+    if found.invalid:
+        path, why = found.invalid[0]
+        raise DataError(f"record {path} is damaged ({why}); restore it from git or recompute it with "
+                        f"`{_run_command(method, split, dataset, results)}`")
+    records = found.ok or found.quick
+    notes = [f"{r.label()} failed ({r.data.get('error')}); not shown" for r in found.failed]
+    notes += [f"{path} has an older record format ({fmt}); not shown" for path, fmt in found.outdated]
+    if not records:
+        raise DataError(f"every record of method '{method}' on split '{split}' in {folders[0]} failed or is "
+                        f"outdated; recompute them with `{_run_command(method, split, dataset, results)}`")
+    if not found.ok:
+        notes.append(f"only --quick smoke records exist in {folders[0]}; the figures show those")
+    return Runs(sorted(records, key=lambda r: (r.fold, r.seed)), notes)
+
+
+def _check_method_name(method: str) -> None:
+    """Raise :class:`UnknownNameError` (listing the registered methods) if ``method`` is not registered."""
+    from .registry import get_method
+
+    get_method(method)
+
+
+def load_run(path: Path) -> Runs:
+    """The one ok record at ``path``; :class:`DataError` saying what is wrong with it otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"record {path} does not exist; give the JSON file of a run "
+                        "(<results>/<dataset>-<fingerprint>/<method>/<split>/fold<k>_seed<s>.json)")
+    data = read_record(path)
+    if data.get("record_format") != RECORD_FORMAT:
+        raise DataError(f"record {path} has record format {data.get('record_format')}, this version reads "
+                        f"{RECORD_FORMAT}; draw it with the platebench version that wrote it")
+    record = Record(path, data)
+    try:
+        record.method, record.split, record.fold, record.seed, record.status  # noqa: B018
+        data["class_names"], data["dataset"]["name"]  # noqa: B018
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"record {path} is corrupt: it lacks field {exc}; restore it from git or recompute it "
+                        "with `bench run`") from None
+    if record.status != "ok":
+        raise DataError(f"record {path} is a failed run ({data.get('error')}); it has no predictions to draw; "
+                        "rerun it with `bench run`")
+    problem = verify_predictions(path, data)
+    if problem:
+        raise DataError(f"record {path} is corrupt: {problem}; restore it from git or recompute it with "
+                        "`bench run`")
+    return Runs([record])
+
+
+def predictions_of(records: Sequence[Record]) -> pl.DataFrame:
+    """The predictions of every record, one table, with the record's ``fold`` and ``seed`` as columns."""
+    frames = []
+    for r in records:
+        try:
+            frame = read_predictions(r)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise DataError(f"cannot read the predictions of record {r.path}: {exc}") from None
+        frames.append(frame.with_columns(pl.lit(r.fold, pl.Int64).alias("fold"),
+                                         pl.lit(r.seed, pl.Int64).alias("seed")))
+    return pl.concat(frames, how="vertical_relaxed")
+
+
+# ----------------------------------------------------------------------------- tables
+
+def target_rows(predictions: pl.DataFrame) -> pl.DataFrame:
+    """The target (out-of-domain) images of a predictions table."""
+    return predictions.filter(pl.col("part") == TARGET_PART)
+
+
+def confusion_counts(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(n_classes, n_classes)`` counts: row = true class, column = predicted class."""
+    labels, predicted = np.asarray(labels, np.int64), np.asarray(predicted, np.int64)
+    return np.bincount(labels * n_classes + predicted, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def row_shares(counts: np.ndarray) -> np.ndarray:
+    """Each row of ``counts`` divided by its sum (a row without images stays 0)."""
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros(counts.shape, dtype=np.float64), where=totals > 0)
+
+
+def plate_accuracy(predictions: pl.DataFrame) -> pl.DataFrame:
+    """Accuracy of every target plate in every run: ``source, batch, plate, fold, seed, n_images, accuracy``."""
+    return (target_rows(predictions)
+            .group_by("source", "batch", "plate", "fold", "seed")
+            .agg(n_images=pl.len(), accuracy=(pl.col("label") == pl.col("predicted")).mean())
+            .sort("source", "batch", "plate", "fold", "seed"))
+
+
+@dataclass(frozen=True)
+class PlateGrid:
+    """The plate heatmap: ``values[i, j]`` is the accuracy of row ``i`` of ``rows`` in seed ``seeds[j]``."""
+
+    rows: pl.DataFrame  # source, batch, plate, fold; sorted by source, then batch, plate and fold
+    seeds: list[int]
+    values: np.ndarray  # NaN where a plate has no run of that seed
+
+
+def plate_grid(table: pl.DataFrame) -> PlateGrid:
+    """The heatmap of a :func:`plate_accuracy` table: one row per (plate, fold), one column per seed."""
+    rows = table.select("source", "batch", "plate", "fold").unique().sort("source", "batch", "plate", "fold")
+    seeds = sorted(table["seed"].unique().to_list())
+    where = {key: i for i, key in enumerate(rows.iter_rows())}
+    values = np.full((len(rows), len(seeds)), np.nan)
+    for source, batch, plate, fold, seed, accuracy in table.select("source", "batch", "plate", "fold", "seed",
+                                                                   "accuracy").iter_rows():
+        values[where[(source, batch, plate, fold)], seeds.index(seed)] = accuracy
+    return PlateGrid(rows, seeds, values)
+
+
+def group_spans(keys: Sequence[Any]) -> list[tuple[Any, int, int]]:
+    """``(key, first, last)`` of every run of equal consecutive ``keys``."""
+    spans: list[tuple[Any, int, int]] = []
+    for i, key in enumerate(keys):
+        if spans and spans[-1][0] == key:
+            spans[-1] = (key, spans[-1][1], i)
+        else:
+            spans.append((key, i, i))
+    return spans
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_figure(counts: np.ndarray, class_names: Sequence[str], title: str) -> Any:
+    """The row-normalised confusion matrix of ``counts`` (row = true class) with each cell's share written in it."""
+    plt = _pyplot()
+    shares = row_shares(counts)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 * n + 2.5, 0.85 * n + 1.8))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if shares[i, j] > 0.55 else "black")
+    ax.set_xticks(range(n), class_names, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(n), [f"{c} (n={t})" for c, t in zip(class_names, counts.sum(axis=1))], fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="share of the true class's images")
+    return fig
+
+
+def plate_figure(grid: PlateGrid, title: str) -> Any:
+    """Heatmap of :func:`plate_grid`: target plates grouped by source then batch (lines between groups), one
+    column per seed and one for their mean, each cell's accuracy written in it."""
+    plt = _pyplot()
+    values = np.column_stack([grid.values, _row_means(grid.values)])
+    columns = [f"seed {s}" for s in grid.seeds] + ["mean"]
+    n_rows, n_cols = values.shape
+    fig, ax = plt.subplots(figsize=(0.8 * n_cols + 5.5, 0.32 * n_rows + 1.8))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    for i in range(n_rows):
+        for j in range(n_cols):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.axvline(n_cols - 1.5, color="black", lw=1.5)
+    ax.set_xticks(range(n_cols), columns, fontsize=8)
+    ax.set_yticks(range(n_rows), [f"{p} (fold {f})" for p, f in grid.rows.select("plate", "fold").iter_rows()],
+                  fontsize=7)
+    _group_lines(ax, grid.rows, n_cols)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.25, label="accuracy on the plate's treated images")
+    return fig
+
+
+def _row_means(values: np.ndarray) -> np.ndarray:
+    counts = np.isfinite(values).sum(axis=1)
+    sums = np.where(np.isfinite(values), values, 0.0).sum(axis=1)
+    return np.divide(sums, counts, out=np.full(len(values), np.nan), where=counts > 0)
+
+
+def _group_lines(ax: Any, rows: pl.DataFrame, n_cols: int) -> None:
+    """Lines between batches (thin) and sources (thick), and each batch's ``source · batch`` on the right."""
+    sources, batches = rows["source"].to_list(), rows["batch"].to_list()
+    for _, first, _ in group_spans(list(zip(sources, batches)))[1:]:
+        ax.axhline(first - 0.5, color="white", lw=1)
+    for _, first, _ in group_spans(sources)[1:]:
+        ax.axhline(first - 0.5, color="black", lw=2)
+    for (source, batch), first, last in group_spans(list(zip(sources, batches))):
+        ax.text(n_cols - 0.4, (first + last) / 2, f"{source} · {batch}", va="center", ha="left", fontsize=7,
+                clip_on=False)
+
+
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first two principal components of ``x`` ``(n, 2)`` and their shares of the variance; signs fixed so
+    each component's largest loading is positive (the same data always gives the same picture)."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    k = min(2, vt.shape[0])
+    largest = vt[np.arange(k), np.abs(vt[:k]).argmax(axis=1)]
+    vt = vt[:k] * np.where(largest >= 0, 1.0, -1.0)[:, None]
+    coords = np.zeros((len(x), 2))
+    coords[:, :k] = centred @ vt.T
+    variance = s**2
+    shares = np.zeros(2)
+    shares[:k] = variance[:k] / variance.sum() if variance.sum() > 0 else 0.0
+    return coords, shares
+
+
+def embedding_figure(meta: pl.DataFrame, before: np.ndarray, after: np.ndarray, class_names: Sequence[str],
+                     title: str, after_label: str = "after correction") -> Any:
+    """2 × 2 PCA scatter: before / after correction (each with its own PCA) × coloured by source / by class.
+
+    ``meta`` has one row per image (``source, label, is_control, role``; role ``train`` or ``target``); target
+    images are drawn on top as triangles with a black edge, DMSO images in grey under the treated ones.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 9.5))
+    for row, (name, x) in enumerate((("before correction", before), (after_label, after))):
+        coords, shares = pca_2d(x)
+        _by_source(axes[row, 0], coords, meta, legend=row == 0)
+        _by_class(axes[row, 1], coords, meta, class_names, legend=row == 0)
+        for col, colour in enumerate(("source (lab)", "class")):
+            ax = axes[row, col]
+            ax.set_title(f"{name}, coloured by {colour}", fontsize=9)
+            ax.set_xlabel(f"PC1 ({shares[0]:.0%})", fontsize=8)
+            ax.set_ylabel(f"PC2 ({shares[1]:.0%})", fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _scatter(ax: Any, coords: np.ndarray, sel: np.ndarray, target: np.ndarray, colour: Any) -> None:
+    """Training-plate images as small dots, target-plate images on top as triangles with a black edge."""
+    for part, marker, size, edge in ((~target, "o", 7, "none"), (target, "^", 16, "black")):
+        rows = sel & part
+        if rows.any():
+            ax.scatter(coords[rows, 0], coords[rows, 1], s=size, marker=marker, color=colour, edgecolors=edge,
+                       linewidths=0.3, alpha=0.75)
+
+
+def _legend(ax: Any, entries: Sequence[tuple[str, Any]]) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="none", marker="o", color=c, label=name) for name, c in entries]
+    handles += [Line2D([], [], ls="none", marker="o", color="dimgrey", markersize=4, label="training plates"),
+                Line2D([], [], ls="none", marker="^", color="dimgrey", markeredgecolor="black",
+                       label="target plates")]
+    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.8)
+
+
+def _by_source(ax: Any, coords: np.ndarray, meta: pl.DataFrame, legend: bool) -> None:
+    colours = _pyplot().get_cmap("tab10")
+    source, target = meta["source"].to_numpy(), meta["role"].to_numpy() == "target"
+    entries = []
+    for k, name in enumerate(sorted(set(source))):
+        _scatter(ax, coords, source == name, target, colours(k % 10))
+        held_out = target[source == name].all()  # a lab only on target plates: the held-out lab of source_out
+        entries.append((f"{name} (target lab)" if held_out else name, colours(k % 10)))
+    if legend:
+        _legend(ax, entries)
+
+
+def _by_class(ax: Any, coords: np.ndarray, meta: pl.DataFrame, class_names: Sequence[str], legend: bool) -> None:
+    colours = _pyplot().get_cmap("tab10")
+    label, control = meta["label"].to_numpy(), meta["is_control"].to_numpy()
+    target = meta["role"].to_numpy() == "target"
+    _scatter(ax, coords, control, target, "lightgrey")
+    for k in range(len(class_names)):
+        _scatter(ax, coords, ~control & (label == k), target, colours(k % 10))
+    if legend:
+        _legend(ax, [("DMSO", "lightgrey")] + [(n, colours(k % 10)) for k, n in enumerate(class_names)])
+
+
+# ----------------------------------------------------------------------------- the report
+
+def run_title(runs: Runs) -> str:
+    """``method split: N runs (folds …, seeds …)`` for the figure titles."""
+    folds = sorted({r.fold for r in runs.records})
+    seeds = sorted({r.seed for r in runs.records})
+    quick = ", --quick smoke runs" if runs.quick else ""
+    return (f"{runs.method} · {runs.split} · {len(runs.records)} run(s): folds {', '.join(map(str, folds))}, "
+            f"seeds {', '.join(map(str, seeds))}{quick}")
+
+
+def prediction_figures(runs: Runs, out: Path) -> list[Path]:
+    """Write the confusion matrix and the plate heatmap of ``runs`` into ``out``; return their paths."""
+    from .leaderboard_figure import save_figure
+
+    predictions = target_rows(predictions_of(runs.records))
+    if predictions.is_empty():
+        raise DataError(f"the records of {runs.method} on {runs.split} hold no target (out-of-domain) predictions "
+                        f"(first: {runs.records[0].path}); nothing to draw")
+    names = list(runs.records[0].data["class_names"])
+    counts = confusion_counts(predictions["label"].to_numpy(), predictions["predicted"].to_numpy(), len(names))
+    accuracy = np.trace(counts) / counts.sum()
+    title = run_title(runs)
+    confusion = confusion_figure(counts, names, f"{title}\ntarget plates: {counts.sum()} image predictions, "
+                                                f"accuracy {accuracy:.3f}; rows normalised")
+    grid = plate_grid(plate_accuracy(predictions))
+    plates = plate_figure(grid, f"{title}\naccuracy per target plate (grouped by source, then batch)")
+    return [save_figure(confusion, Path(out) / "confusion.png", DPI),
+            save_figure(plates, Path(out) / "plate_accuracy.png", DPI)]
+
+
+def default_out(runs: Runs, single: bool) -> Path:
+    """``leaderboard/figures/report/<method>_<split>`` (``…_fold<k>_seed<s>`` for one record; ``_quick`` for
+    smoke records)."""
+    name = f"{runs.method}_{runs.split}"
+    if single:
+        name += f"_fold{runs.records[0].fold}_seed{runs.records[0].seed}"
+    return DEFAULT_OUT / (name + ("_quick" if runs.quick else ""))
+
+
+def pick_record(runs: Runs, fold: int | None, seed: int | None) -> Record:
+    """The record of ``fold`` and ``seed`` (default fold 0 seed 0, else the first one) for the embedding figure."""
+    if fold is None and seed is None:
+        wanted = [r for r in runs.records if (r.fold, r.seed) == (0, 0)]
+        return wanted[0] if wanted else runs.records[0]
+    chosen = [r for r in runs.records if (fold is None or r.fold == fold) and (seed is None or r.seed == seed)]
+    if not chosen:
+        have = ", ".join(f"fold {r.fold} seed {r.seed}" for r in runs.records)
+        raise BenchError(f"no record of {runs.method} on {runs.split} for fold {fold} seed {seed}; "
+                         f"the records are: {have}")
+    return chosen[0]
