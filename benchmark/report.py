@@ -366,15 +366,23 @@ def _by_source(ax: Any, coords: np.ndarray, meta: pl.DataFrame, legend: bool) ->
         _legend(ax, entries)
 
 
+def class_colours(n: int) -> list[Any]:
+    """``n`` class colours without grey (grey is DMSO's): tab10 less its grey, or evenly spaced hues beyond 9."""
+    plt = _pyplot()
+    if n <= 9:
+        return [plt.get_cmap("tab10")(k) for k in (0, 1, 2, 3, 4, 5, 6, 8, 9)[:n]]
+    return [plt.get_cmap("hsv")(k / n) for k in range(n)]
+
+
 def _by_class(ax: Any, coords: np.ndarray, meta: pl.DataFrame, class_names: Sequence[str], legend: bool) -> None:
-    colours = _pyplot().get_cmap("tab10")
+    colours = class_colours(len(class_names))
     label, control = meta["label"].to_numpy(), meta["is_control"].to_numpy()
     target = meta["role"].to_numpy() == "target"
     _scatter(ax, coords, control, target, "lightgrey")
     for k in range(len(class_names)):
-        _scatter(ax, coords, ~control & (label == k), target, colours(k % 10))
+        _scatter(ax, coords, ~control & (label == k), target, colours[k])
     if legend:
-        _legend(ax, [("DMSO", "lightgrey")] + [(n, colours(k % 10)) for k, n in enumerate(class_names)])
+        _legend(ax, [("DMSO", "lightgrey")] + list(zip(class_names, colours)))
 
 
 # ----------------------------------------------------------------------------- the report

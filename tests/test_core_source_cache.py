@@ -99,6 +99,23 @@ def test_fold_scope_and_code_version():
     assert len(code_version()) == 64 and code_version() == code_version()
 
 
+def test_code_version_leaves_out_only_existing_modules_no_training_module_imports():
+    from pathlib import Path
+
+    import benchmark.core as core
+    from benchmark.core.source_cache import _NOT_TRAINING
+
+    folder = Path(core.__file__).parent
+    assert all((folder / name).is_file() for name in _NOT_TRAINING)  # the list names real modules
+    excluded = {name.removesuffix(".py") for name in _NOT_TRAINING}
+    for path in folder.glob("*.py"):
+        if path.name in _NOT_TRAINING:
+            continue
+        imports = {line.split()[1].lstrip(".") for line in path.read_text().splitlines()
+                   if line.startswith("from .") and not line.startswith("from ..")}
+        assert not imports & excluded, f"{path.name} imports {imports & excluded}: they shape training"
+
+
 # -- methods that start from ERM ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -89,7 +89,15 @@ def current_fold() -> FoldIdentity | None:
 
 _CODE = ("benchmark.core", "benchmark.datasets.dataset", "benchmark.datasets.store", "benchmark.methods._convnet",
          "benchmark.methods.base", "benchmark.methods.erm")
-"""The modules whose source is part of the code version (a package: every module in its folder)."""
+"""The modules whose source is part of the code version (a package: every module in its folder but those below)."""
+
+_NOT_TRAINING = frozenset({
+    "encoder_backends.py", "encoder_registry.py", "encoders.py", "module_encoder.py", "ssl_encoder.py", "simclr.py",
+    "intensity.py", "tvn.py", "tta.py", "profile_cache.py", "profile_corrections.py", "profile_data.py",
+    "profile_features.py", "profiles.py"})
+"""Modules of ``benchmark.core`` that never run while a cached ResNet trains (frozen encoders, profile and
+intensity pipelines, test-time adaptation after training): editing them keeps the cached models. A new
+module counts until it is listed here, so a forgotten entry costs a retraining, never a stale model."""
 
 
 @lru_cache(maxsize=1)
@@ -101,7 +109,8 @@ def code_version() -> str:
         if spec is None or spec.origin is None:
             raise RuntimeError(f"cannot find the source of {name} for the source-model cache's code version")
         origin = Path(spec.origin)
-        files = sorted(origin.parent.glob("*.py")) if origin.name == "__init__.py" else [origin]
+        files = ([f for f in sorted(origin.parent.glob("*.py")) if f.name not in _NOT_TRAINING]
+                 if origin.name == "__init__.py" else [origin])
         for path in files:
             h.update(f"{name}/{path.name}".encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
