@@ -433,6 +433,7 @@ def pick_record(runs: Runs, fold: int | None, seed: int | None) -> Record:
     chosen = [r for r in runs.records if (fold is None or r.fold == fold) and (seed is None or r.seed == seed)]
     if not chosen:
         have = ", ".join(f"fold {r.fold} seed {r.seed}" for r in runs.records)
-        raise BenchError(f"no record of {runs.method} on {runs.split} for fold {fold} seed {seed}; "
-                         f"the records are: {have}")
+        wanted = " ".join(f"{what} {v}" for what, v in (("fold", fold), ("seed", seed)) if v is not None)
+        raise BenchError(f"no record of {runs.method} on {runs.split} for {wanted}; the records are: {have}; "
+                         "choose one of them with --fold and --seed")
     return chosen[0]

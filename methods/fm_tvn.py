@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import numpy as np
 
 from ..constants import N_CLASSES
-from ..core.encoders import Encoder, load_encoder
+from ..core.encoders import Encoder
+from ..core.profile_cache import EmbeddingCache
+from ..core.profile_features import EncoderFeaturiser
+from ..core.source_cache import current_fold
 from ..core.training import SELECTION_RULE
 from ..core.tvn import apply_tvn, fit_tvn, plate_tvn
 from ..datasets.dataset import LabelledImages, PlateView
@@ -51,10 +55,18 @@ class FMTVN(Method):
     quick_overrides = {"c_grid": "1"}
 
     def _encoder(self) -> Encoder:
-        return load_encoder(self.config.encoder, self.device)
+        return self._featuriser().encoder
+
+    def _featuriser(self) -> EncoderFeaturiser:
+        """The frozen encoder and, inside a fold, its embedding cache (shared with the ``profile_*`` methods)."""
+        if not hasattr(self, "featuriser_"):
+            self.featuriser_ = EncoderFeaturiser(self.config.encoder, self.device, self.config.embed_batch_size)
+            fold = current_fold()
+            self.cache_ = EmbeddingCache(fold.folder if fold is not None else None, self.featuriser_.cache_key())
+        return self.featuriser_
 
     def _embed(self, images: np.ndarray) -> np.ndarray:
-        return self._encoder().embed(np.asarray(images), self.config.embed_batch_size)
+        return self.cache_.embed(np.asarray(images), self._featuriser().embed)
 
     def _transformed(self, data: LabelledImages) -> tuple[np.ndarray, np.ndarray]:
         """TVN-transformed treated embeddings of every plate of ``data`` (each with its own DMSO) and labels."""
@@ -75,6 +87,9 @@ class FMTVN(Method):
         from sklearn.metrics import log_loss
 
         start = time.perf_counter()
+        for attr in ("featuriser_", "cache_"):  # a new fit opens the cache of the fold it runs in
+            self.__dict__.pop(attr, None)
+        self._featuriser()
         controls = train.control_ids()
         dmso = self._embed(train.read(controls))
         plates = train.table.filter(train.table["is_control"])["plate"].to_numpy()
@@ -100,6 +115,13 @@ class FMTVN(Method):
                             "train_seconds": round(seconds, 3),
                             "images_per_second": round((len(x) + len(dmso)) / seconds, 1)}
         return self
+
+    def fit_report(self) -> dict[str, Any]:
+        """The fit report, with the embedding cache's counts so far (``adapt``/``predict`` embed too)."""
+        report = dict(getattr(self, "fit_report_", {}))
+        if hasattr(self, "cache_"):
+            report["embedding_cache"] = self.cache_.report()
+        return report
 
     def adapt(self, plate: PlateView) -> FMTVN:
         self._check_fitted("classifier_")

@@ -60,3 +60,21 @@ def test_missing_dmso_names_the_plate(fitted, toy_dataset):
     v, _ = view(toy_dataset, target, "src3_b0_p0", with_controls=False)
     with pytest.raises(MethodError, match="plate src3_b0_p0 has 0 DMSO images; fm_tvn needs the plate's DMSO"):
         method.adapt(v)
+
+
+def test_a_second_fit_in_the_same_fold_reads_every_embedding_from_the_cache(toy_dataset, tmp_path):
+    from benchmark.core.source_cache import FoldIdentity, fold_scope
+
+    train, val, target = split(toy_dataset)
+    fold = FoldIdentity("toy", "f", "source_out", 0, 0, "d", str(tmp_path))
+    v, _ = view(toy_dataset, target, "src3_b0_p0")
+    runs = []
+    for seed in (0, 1):
+        with fold_scope(fold):
+            method = FMTVN(FMTVN.Config(encoder="test-random-features")).fit(train, val, seed=seed)
+        probs = method.adapt(v).predict(v.treated)
+        runs.append((method.fit_report()["embedding_cache"], probs))
+    (cold, probs0), (warm, probs1) = runs
+    assert cold["folder"] == "fold models folder" and cold["files_written"] > 0 and cold["files_read"] == 0
+    assert warm["images_embedded"] == 0 and warm["files_read"] > 0  # nothing embedded again, target plate included
+    np.testing.assert_array_equal(probs0, probs1)

@@ -82,12 +82,13 @@ def report(
         raise BenchError(f"--max-images must be at least 10, got {max_images}")
     runs = load_run(record) if record is not None else find_runs(results, dataset or "synthetic", method, split)
     folder = out or default_out(runs, single=record is not None)
+    chosen = pick_record(runs, fold, seed)
     for note in runs.notes:
         typer.echo(f"note: {note}")
     for path in prediction_figures(runs, folder):
         typer.echo(f"wrote {path}")
     if embeddings:
-        _embeddings(pick_record(runs, fold, seed), folder, dataset, max_images, device)
+        _embeddings(chosen, folder, dataset, max_images, device)
 
 
 def _embeddings(chosen: Record, folder: Path, dataset: str | None, max_images: int, device: str) -> None:

@@ -104,6 +104,10 @@ class EmbeddingCache:
     def enabled(self) -> bool:
         return self.folder is not None
 
+    def report(self) -> dict[str, Any]:
+        """For a fit report: whether a folder is used (never its path) and the counts so far."""
+        return {"folder": "fold models folder" if self.enabled else None, **self.stats.report()}
+
     def path(self, digests: np.ndarray) -> Path:
         """The file that holds (or will hold) the embeddings of the images with ``digests``."""
         if self.folder is None or self.key is None:

@@ -228,8 +228,7 @@ class ProfileMethod(Method):
         """The fit report, with the embedding cache's counts so far (``adapt``/``predict`` embed too)."""
         report = dict(getattr(self, "fit_report_", {}))
         if hasattr(self, "cache_"):
-            report["embedding_cache"] = {"folder": "fold models folder" if self.cache_.enabled else None,
-                                         **self.cache_.stats.report()}
+            report["embedding_cache"] = self.cache_.report()
         return report
 
     # -- plumbing ------------------------------------------------------------------------------
