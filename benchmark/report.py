@@ -98,7 +98,9 @@ def find_runs(results: Path, dataset: str, method: str, split: str) -> Runs:
         folders = [_one_version(folders, dataset)]
     found = load_records(folders[0]) if folders and folders[0].is_dir() else None
     if found is None or not (found.ok or found.quick or found.failed or found.invalid or found.outdated):
-        _check_method_name(method)
+        from .registry import get_method
+
+        get_method(method)  # an unknown name: the error lists the registered methods
         searched = folders[0] if folders else Path(results) / f"{dataset}-<fingerprint>" / method / split
         raise DataError(f"no run records of method '{method}' on split '{split}' in {searched}; make them with "
                         f"`{_run_command(method, split, dataset, results)}` (or give --results / --dataset)")
@@ -115,13 +117,6 @@ def find_runs(results: Path, dataset: str, method: str, split: str) -> Runs:
     if not found.ok:
         notes.append(f"only --quick smoke records exist in {folders[0]}; the figures show those")
     return Runs(sorted(records, key=lambda r: (r.fold, r.seed)), notes)
-
-
-def _check_method_name(method: str) -> None:
-    """Raise :class:`UnknownNameError` (listing the registered methods) if ``method`` is not registered."""
-    from .registry import get_method
-
-    get_method(method)
 
 
 def load_run(path: Path) -> Runs:

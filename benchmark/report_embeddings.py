@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -34,7 +34,7 @@ from .records import Record
 
 if TYPE_CHECKING:
     from .core.profiles import ProfileMethod
-    from .datasets.dataset import Dataset
+    from .datasets.dataset import Dataset, PlateView
     from .splits import Fold
 
 MAX_IMAGES = 1500
@@ -147,7 +147,8 @@ def _fitted(cls: type[ProfileMethod], record: Record, dataset: Dataset, fold: Fo
     return method
 
 
-def _view(method: ProfileMethod, dataset: Dataset, plate: str, treated: np.ndarray, controls: np.ndarray) -> Any:
+def _view(method: ProfileMethod, dataset: Dataset, plate: str, treated: np.ndarray, controls: np.ndarray
+          ) -> PlateView:
     """The plate's view cut to the method's access level, as the evaluator hands it."""
     from .datasets.dataset import PlateView
 

@@ -208,7 +208,7 @@ def plugin_profile():
 def test_a_plugin_profile_method_is_not_refitted_unsealed(tmp_path, plugin_profile):
     path = write_fake(tmp_path / "res", plugin_profile, 0, 0, predictions())
     r = bench("report", "--record", path, "--out", tmp_path / "out")
-    assert r.exit_code == 2
+    assert r.exit_code == 1
     assert (f"error: method '{plugin_profile}' comes from the plugin 'test_report': drawing its embeddings would "
             "run it unsealed") in r.stderr and "rerun with --no-embeddings" in r.stderr
     assert bench("report", "--record", path, "--out", tmp_path / "out", "--no-embeddings").exit_code == 0
@@ -240,13 +240,13 @@ def _damaged(tmp_path, how: str):
 def test_a_damaged_record_is_named(tmp_path, how, message):
     path = _damaged(tmp_path, how)
     r = bench("report", "--record", path)
-    assert r.exit_code == 2 and message.format(path=path) in r.stderr, r.output
+    assert r.exit_code == 1 and message.format(path=path) in r.stderr, r.output
 
 
 def test_a_damaged_record_among_many_is_named_with_the_command_that_recomputes_it(tmp_path):
     path = _damaged(tmp_path, "parquet")
     r = bench("report", "-m", "erm", "-s", "source_out", "--results", tmp_path / "res", "--dataset", "toyfake")
-    assert r.exit_code == 2
+    assert r.exit_code == 1
     assert f"error: record {path} is damaged (its predictions file" in r.stderr
     assert f"`bench run -m erm -s source_out --dataset toyfake --results {tmp_path / 'res'}`" in r.stderr
 
@@ -261,19 +261,19 @@ def test_a_damaged_record_among_many_is_named_with_the_command_that_recomputes_i
     (["--record", "x.json", "-m", "erm"], "error: give --record PATH or --method and --split, not both"),
     (["--record", "{res}/none.json"], "error: record {res}/none.json does not exist; give the JSON file of a run"),
 ])
-def test_usage_errors_exit_2_with_a_message(tmp_path, args, message):
+def test_usage_errors_exit_1_with_a_message(tmp_path, args, message):
     res = tmp_path / "res"
     r = bench("report", *[a.format(res=res) for a in args], "--results", res, "--dataset", "toyfake")
-    assert r.exit_code == 2, r.output
+    assert r.exit_code == 1, r.output
     assert message.format(res=res) in r.stderr
 
 
 def test_a_failed_record_and_a_missing_fold_are_refused(tmp_path):
     failed = write_fake(tmp_path / "res", "erm", 0, 1, None, status="failed")
     r = bench("report", "--record", failed)
-    assert r.exit_code == 2 and f"error: record {failed} is a failed run (boom)" in r.stderr
+    assert r.exit_code == 1 and f"error: record {failed} is a failed run (boom)" in r.stderr
     write_fake(tmp_path / "res", "erm", 0, 0, predictions())
     r = bench("report", "-m", "erm", "-s", "source_out", "--results", tmp_path / "res", "--dataset", "toyfake",
               "--fold", "3", "--out", tmp_path / "out")
-    assert r.exit_code == 2
+    assert r.exit_code == 1
     assert "error: no record of erm on source_out for fold 3; the records are: fold 0 seed 0" in r.stderr

@@ -3,44 +3,19 @@ plate and, for a profile method, its embeddings before and after correction."""
 
 from __future__ import annotations
 
-import functools
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import BenchError
 from ..records import DEFAULT_RESULTS
-from .common import DEBUG_ENV
+from .common import handle_errors
 
 if TYPE_CHECKING:
     from ..records import Record
 
-F = TypeVar("F", bound=Callable[..., Any])
-ERROR_EXIT = 2
-"""Exit code of a report that can not be drawn (missing or damaged records, unknown names)."""
-
-
-def report_errors(func: F) -> F:
-    """A :class:`BenchError` becomes one line on stderr and exit code :data:`ERROR_EXIT` (traceback with
-    ``PLATEBENCH_DEBUG=1``)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except BenchError as exc:
-            if os.environ.get(DEBUG_ENV):
-                raise
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(ERROR_EXIT) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-@report_errors
+@handle_errors
 def report(
     method: Annotated[str | None, typer.Option("--method", "-m", help="Method whose records to draw.")] = None,
     split: Annotated[str | None, typer.Option("--split", "-s", help="source_out or batch_out.")] = None,
