@@ -122,7 +122,7 @@ def _fold_info(dataset: Dataset, fold: Fold, n_folds: int, split_seed: int) -> d
                          "in_domain": len(fold.in_domain_ids), "target": len(fold.target_ids)}}
 
 
-def _already_done(path: Path, config: dict, fingerprint: str, split_seed: int,
+def record_is_current(path: Path, config: dict, fingerprint: str, split_seed: int,
                   scenarios: Sequence[str] = ()) -> tuple[bool, str, tuple[str, ...]]:
     """Whether ``path`` holds an ok record of the same run with blocks of every one of ``scenarios``;
     else why not (for the log); and the scenario blocks the existing ok record holds (kept on a re-run)."""
@@ -230,7 +230,7 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
         for seed in seeds:
             path = record_path(results_dir, dataset.name, dataset.fingerprint, method, split, fold.index, seed, profile)
             tag = f"[{method} {split}] fold {fold.index} (held out {', '.join(fold.held_out)}) seed {seed}"
-            done, why, held = (_already_done(path, config_json, dataset.fingerprint, split_seed, wanted)
+            done, why, held = (record_is_current(path, config_json, dataset.fingerprint, split_seed, wanted)
                                if rank == 0 else (False, "", ()))
             turn = coordinator.turn(tag, not done or force) if coordinator else None  # the others follow rank 0
             if not (turn.fit if turn is not None else not done or force):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 import tifffile
 
 from benchmark.constants import CHANNELS, DMSO_ID, POSCONS, PLATE_ROWS, dmso_wells
@@ -152,9 +154,15 @@ def build_mirror(base: Path, sites: int = 2, small: bool = False, seed: int = 0)
     if not small:
         plates[-1].layout = deviating_layout()
     mirror = Mirror(root, meta, plates)
+    _write_plates(mirror, sites, {"source_3": 104, "source_8": 96}, rng)
+    write_metadata(meta, plates, extra_plates=[("source_3", "CP_59_all_Phenix1", "ORF0001", "ORF")])
+    return mirror
+
+
+def _write_plates(mirror: Mirror, sites: int, sizes: dict[str, int], rng: np.random.Generator) -> None:
+    """Every plate's TIFFs (``sizes[source]`` pixels square, uncompressed) and its load data."""
     blobs: dict = {}
-    for p in plates:
-        size = 104 if p.source == "source_3" else 96
+    for p in mirror.plates:
         key_fn = _phenix_key if p.source == "source_3" else _imagexpress_key
         for well, jcp in p.layout.items():
             label_seed = zlib.crc32(jcp.encode()) % 7
@@ -162,11 +170,55 @@ def build_mirror(base: Path, sites: int = 2, small: bool = False, seed: int = 0)
                 for n, ch in enumerate(CHANNELS, 1):
                     key = key_fn(p, well, site, n)
                     p.image_keys[(well, site, ch)] = key
-                    path = root / key
+                    path = mirror.root / key
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(_tiff_bytes(blobs, label_seed * 5 + n, size, rng))
+                    path.write_bytes(_tiff_bytes(blobs, label_seed * 5 + n, sizes[p.source], rng))
         _write_load_data(mirror, p, sites)
-    write_metadata(meta, plates, extra_plates=[("source_3", "CP_59_all_Phenix1", "ORF0001", "ORF")])
+
+
+# -- a mirror of a few REAL plates of cpg0016, with the real metadata tables ----------------------------------
+
+REAL_METADATA = Path(os.environ.get("PLATEBENCH_JUMP_METADATA",
+                                    Path(__file__).resolve().parents[2] / "shared" / "jump-metadata"))
+"""The real plate and well tables (``../shared/jump-metadata`` next to the checkout; see its README)."""
+needs_real_metadata = pytest.mark.skipif(
+    not (REAL_METADATA / "plate.csv.gz").is_file(),
+    reason=f"the real JUMP metadata is not at {REAL_METADATA} (set PLATEBENCH_JUMP_METADATA)")
+REAL_FILES = {"plate.csv.gz": "plate.csv.gz", "well.csv.gz": "well_source_3_8.csv.gz",
+              "microscope_config.csv": "microscope_config.csv"}
+REAL_TIFF_SIZE = {"source_3": 56, "source_8": 52}
+"""Pixels per side of the fake TIFFs of the real-plate mirror (uncompressed: one byte size per source)."""
+
+
+def real_metadata(folder: Path) -> Path:
+    """``folder`` holding the real tables under the names the preparation reads (links, not copies)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, real in REAL_FILES.items():
+        (folder / name).symlink_to(REAL_METADATA / real)
+    return folder
+
+
+def real_layouts(plates: list[tuple[str, str]], library_wells: int = 2) -> dict[tuple[str, str], dict[str, str]]:
+    """The well -> compound layout of real (source, plate)s from the real well table: every poscon and DMSO
+    well and the first ``library_wells`` library wells."""
+    keep = {jcp for _, _, jcp, _, _ in POSCONS} | {DMSO_ID}
+    wells = pl.read_csv(REAL_METADATA / REAL_FILES["well.csv.gz"], infer_schema=False)
+    wells = wells.filter(pl.col("Metadata_Plate").is_in([p for _, p in plates]))
+    layouts: dict[tuple[str, str], dict[str, str]] = {}
+    for (source, plate), group in wells.group_by("Metadata_Source", "Metadata_Plate", maintain_order=True):
+        ours = group.filter(pl.col("Metadata_JCP2022").is_in(list(keep)))
+        chosen = pl.concat([ours, group.join(ours, on="Metadata_Well", how="anti").head(library_wells)])
+        layouts[(source, plate)] = dict(zip(chosen["Metadata_Well"].to_list(), chosen["Metadata_JCP2022"].to_list()))
+    return layouts
+
+
+def build_real_mirror(base: Path, plates: list[tuple[str, str, str]], sites: int = 1, seed: int = 0) -> Mirror:
+    """A mirror under ``base`` with the real metadata and fake load data + TIFFs for the real
+    ``(source, batch, plate)``s given (their real well layouts, ``sites`` sites per well)."""
+    layouts = real_layouts([(s, p) for s, _, p in plates])
+    chosen = [MirrorPlate(s, b, p, layouts[(s, p)]) for s, b, p in plates]
+    mirror = Mirror(base / "bucket", real_metadata(base / "metadata"), chosen)
+    _write_plates(mirror, sites, REAL_TIFF_SIZE, np.random.default_rng(seed))
     return mirror
 
 

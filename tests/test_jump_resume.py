@@ -12,8 +12,9 @@ from _jump_mirror import build_mirror
 from benchmark.datasets.dataset import open_dataset
 from benchmark.datasets.jump import PrepareOptions, prepare_jump
 from benchmark.datasets.jump import prepare as prepare_module
+from benchmark.datasets.jump import units as units_module
 from benchmark.datasets.jump.fetch import PathTraversalError, TransientError
-from benchmark.datasets.jump.manifest import MANIFEST_FILE, DiskFullError
+from benchmark.datasets.jump.manifest import MANIFEST_FILE, DiskFullError, entry_path
 from benchmark.errors import BenchError, DataError
 
 
@@ -34,16 +35,16 @@ def test_resume_after_max_plates_kill_and_lost_entry(small_mirror, tmp_path, mon
     assert len(open_dataset(out).plate_table()) == 1
 
     # killed in the middle of the second plate (after its shard, before its manifest entry)
-    real_write = prepare_module.write_plate
+    real_write = units_module.write_plate
 
     def killed(*args, **kwargs):
         real_write(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare_module, "write_plate", killed)
+    monkeypatch.setattr(units_module, "write_plate", killed)
     with pytest.raises(KeyboardInterrupt):
         prepare_jump(_options(small_mirror, out))
-    monkeypatch.setattr(prepare_module, "write_plate", real_write)
+    monkeypatch.setattr(units_module, "write_plate", real_write)
     assert len(json.loads((out / MANIFEST_FILE).read_text())["plates"]) == 1  # the half-done plate is not recorded
 
     second = prepare_jump(_options(small_mirror, out))
@@ -51,9 +52,8 @@ def test_resume_after_max_plates_kill_and_lost_entry(small_mirror, tmp_path, mon
     fingerprint = second.meta.fingerprint
 
     # a lost manifest entry: that plate is redone, the result is identical
-    manifest = json.loads((out / MANIFEST_FILE).read_text())
-    lost = manifest["plates"].pop(0)["plate_id"]
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest))
+    lost = json.loads((out / MANIFEST_FILE).read_text())["plates"][0]["plate_id"]
+    entry_path(out, lost).unlink()
     third = prepare_jump(_options(small_mirror, out))
     assert third.prepared == [lost] and third.meta.fingerprint == fingerprint
 

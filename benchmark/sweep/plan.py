@@ -63,7 +63,7 @@ def make_plan(methods: Sequence[str], splits: Sequence[str], folds: Sequence[int
     """Check the sweep's names and options, build its grid and sort it into finished and to-do units."""
     from ..datasets import load_dataset
     from ..presets import get_preset
-    from ..protocol import _already_done, resolve_config, select_folds
+    from ..protocol import record_is_current, resolve_config, select_folds
     from ..records import FULL, QUICK, json_safe, record_path
     from ..registry import get_method
     from ..scenarios import parse_scenarios
@@ -104,7 +104,7 @@ def make_plan(methods: Sequence[str], splits: Sequence[str], folds: Sequence[int
     # a record lacking a wanted scenario block is not finished; with further run keywords a record may need
     # more than the protocol's check knows: then every unit runs and run_protocol itself skips what is done
     check = not settings.force and not settings.run_options
-    finished = [u for u in units if check and _already_done(Path(u.record), configs[u.method], dataset.fingerprint,
+    finished = [u for u in units if check and record_is_current(Path(u.record), configs[u.method], dataset.fingerprint,
                                                             settings.split_seed, wanted)[0]]
     done = set(finished)
     todo = [u for u in units if u not in done]

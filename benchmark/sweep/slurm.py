@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -127,10 +127,12 @@ def write_jobs(folder: Path, jobs: dict[str, str]) -> None:
 
 # -- submit, attach, follow -------------------------------------------------------------------------------------
 
-def attach(units: Sequence[Unit], folder: Path) -> dict[Unit, Any]:
-    """The units whose job from an earlier sweep is still queued or running, with that job."""
+def attach(units: Sequence[Unit], folder: Path, key: Callable[[Any], str] | None = None) -> dict[Unit, Any]:
+    """The units whose job from an earlier sweep is still queued or running, with that job (``key``: how
+    ``jobs.json`` names a unit, default :func:`job_key`)."""
+    key = key or job_key
     known = read_jobs(folder)
-    candidates = {u: submitit.SlurmJob(folder=folder, job_id=known[job_key(u)]) for u in units if job_key(u) in known}
+    candidates = {u: submitit.SlurmJob(folder=folder, job_id=known[key(u)]) for u in units if key(u) in known}
     if not candidates:
         return {}
     watcher = submitit.SlurmJob.watcher

@@ -11,7 +11,9 @@ from pathlib import Path
 from ...errors import DataError
 from ..registry import register_dataset
 from ..dataset import META_FILE, Dataset, open_dataset
-from .prepare import PrepareOptions, PrepareReport, default_out, prepare_jump
+from .options import PrepareOptions, default_out
+from .overview import JumpPlan, plan_jump
+from .prepare import PrepareReport, prepare_jump
 
 
 @register_dataset("jump", "JUMP-CP cpg0016: real Cell Painting images (CC0); "
@@ -25,4 +27,5 @@ def load_jump(root: Path | None = None) -> Dataset:
     return open_dataset(root, verify="size")
 
 
-__all__ = ["PrepareOptions", "PrepareReport", "default_out", "load_jump", "prepare_jump"]
+__all__ = ["JumpPlan", "PrepareOptions", "PrepareReport", "default_out", "load_jump", "plan_jump",
+           "prepare_jump"]

@@ -3,19 +3,19 @@
 Steps: metadata tables -> COMPOUND plates of the chosen sources (minus the
 reference's dropped batches) -> every plate's load data -> poscon and DMSO sites
 -> the reference (compound, well) filter -> size estimate and confirmation ->
-per plate: fetch, preprocess, write shard + rows, record in the manifest ->
-index + ``dataset.json`` over every finished plate.
+per plate: fetch, preprocess, write shard + rows, record its manifest entry
+(here, one plate after another, or one unit per plate on an executor of
+``bench sweep``: a :class:`~.units.UnitRunner` such as :class:`.executors.ExecutorOptions`)
+-> fold of the entries -> index +
+``dataset.json`` over the planned plates, written only once every one is done.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -24,62 +24,21 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeRemainingColumn)
 from rich.text import Text
 
-from ...constants import CHANNELS
-from ...errors import BenchError, DataError
-from ...paths import cache_dir, ensure_writable
+from ...errors import BenchError
+from ...paths import ensure_writable
 from ..dataset import DatasetMeta, write_dataset
 from .estimate import Estimate, estimate, human_bytes
-from .fetch import DEFAULT_ROOT, LocalRoot, Root, TransientError, open_root
-from .loaddata import read_load_data
-from .manifest import Manifest, PlateRecord, SkippedSite, disk_full_guard, remove_partial_files, write_plate
-from .metadata import (REFERENCE_DROPPED_BATCHES, load_metadata, microscope_names, resolve_metadata,
-                       select_plates)
-from .plan import label_sites, order_plates, reference_filter
-from .plate import prepare_plate
-from .preprocess import CLIP_QUANTILE, PREPROCESSING_VERSION
+from .fetch import LocalRoot, Root, open_root
+from .manifest import Manifest, PlateRecord, SkippedSite, disk_full_guard, remove_partial_files
+from .metadata import load_metadata, microscope_names, resolve_metadata, select_plates
+from .options import PrepareOptions, default_out
+from .selection import SITES_FILE, SITES_KEY_FILE, check_selection, select_sites, warn_missing
+from .units import OK, PlateUnit, UnitRunner, prepare_one
 
 DATASET_NAME = "jump"
 DATASET_VERSION = "cpg0016"
 CONFIRM_ABOVE_BYTES = 20 * 10**9
 """Ask before downloading more than this (unless ``--yes``)."""
-SITES_FILE, SITES_KEY_FILE = "sites.parquet", "sites.json"
-
-
-def default_out() -> Path:
-    """Where ``bench data prepare jump`` writes and the ``jump`` loader reads by default."""
-    return cache_dir() / "jump"
-
-
-@dataclass(frozen=True)
-class PrepareOptions:
-    """Everything a preparation run depends on (see ``bench data prepare jump --help``)."""
-
-    root: str = DEFAULT_ROOT
-    sources: tuple[str, ...] = ("source_3", "source_8")
-    drop_reference_batches: bool = True
-    min_sites: int = 36
-    out: Path | None = None
-    workers: int = 16
-    max_plates: int | None = None
-    metadata: Path | None = None
-    crop: int = 512
-    attempts: int = 3
-    backoff_s: float = 1.0
-
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.out).expanduser() if self.out is not None else default_out()
-
-    @property
-    def dropped_batches(self) -> dict[str, tuple[str, ...]]:
-        return dict(REFERENCE_DROPPED_BATCHES) if self.drop_reference_batches else {}
-
-    def settings(self) -> dict:
-        """What determines the prepared data (not where it is read from, nor how fast)."""
-        return {"sources": list(self.sources),
-                "dropped_batches": {k: list(v) for k, v in self.dropped_batches.items()},
-                "min_sites": self.min_sites, "crop": self.crop, "clip_quantile": CLIP_QUANTILE,
-                "channels": list(CHANNELS), "preprocessing": PREPROCESSING_VERSION}
 
 
 @dataclass
@@ -93,6 +52,8 @@ class PrepareReport:
     skipped_sites: dict[str, int] = field(default_factory=dict)
     missing_load_data: list[str] = field(default_factory=list)
     estimate: Estimate | None = None
+    failed: dict[str, str] = field(default_factory=dict)  # plate -> error, of the units that failed
+    pending: list[str] = field(default_factory=list)      # plates queued or running on SLURM (--no-wait)
 
 
 class _RateColumn(ProgressColumn):
@@ -105,54 +66,11 @@ class _BytesColumn(ProgressColumn):
         return Text(human_bytes(task.fields.get("bytes", 0)))
 
 
-def _retry(fn: Callable, attempts: int, backoff_s: float):
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except TransientError:
-            if attempt == attempts:
-                raise
-            time.sleep(backoff_s * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")
-
-
-def _sites_key(options: PrepareOptions, plates: pl.DataFrame, metadata: Path) -> str:
-    h = hashlib.sha256(json.dumps(options.settings(), sort_keys=True).encode())
-    h.update("\n".join(plates["plate_id"].to_list()).encode())
-    for name in ("plate.csv.gz", "well.csv.gz"):
-        h.update((metadata / name).read_bytes())
-    return h.hexdigest()
-
-
-def _collect_sites(options: PrepareOptions, root: Root, plates: pl.DataFrame, meta_dir: Path, wells: pl.DataFrame,
-                   pool: ThreadPoolExecutor, console: Console) -> tuple[pl.DataFrame, list[str]]:
-    """Poscon and DMSO sites of every selected plate (cached in ``<out>/sites.parquet``)."""
-    out = options.out_dir
-    key = _sites_key(options, plates, meta_dir)
-    cache, key_file = out / SITES_FILE, out / SITES_KEY_FILE
-    if cache.is_file() and key_file.is_file():
-        stored = json.loads(key_file.read_text())
-        if stored.get("key") == key:
-            return pl.read_parquet(cache), stored["missing"]
-    console.print(f"reading the load data of {len(plates)} plates from {root.description}")
-    rows = plates.to_dicts()
-    futures = [pool.submit(_retry, lambda r=r: read_load_data(root, r["source"], r["batch"], r["plate"]),
-                           options.attempts, options.backoff_s) for r in rows]
-    parts, missing = [], []
-    for row, fut in zip(rows, futures):
-        load_data = fut.result()
-        if load_data is None:
-            missing.append(row["plate_id"])
-            continue
-        parts.append(label_sites(row, load_data, wells))
-    if not parts:
-        raise DataError(f"no load data found under {root.description} for any of the {len(plates)} selected plates "
-                        f"(looked in cpg0016-jump/<source>/workspace/load_data_csv/<batch>/<plate>/)")
-    sites = pl.concat(parts)
-    with disk_full_guard(out):
-        sites.write_parquet(cache)
-        key_file.write_text(json.dumps({"key": key, "missing": missing}))
-    return sites, missing
+def _check_options(options: PrepareOptions) -> None:
+    if options.workers < 1:
+        raise BenchError(f"--workers must be >= 1, got {options.workers}")
+    if options.crop < 1:
+        raise BenchError(f"--crop must be >= 1, got {options.crop}")
 
 
 def _confirm_default(est: Estimate) -> bool:
@@ -160,63 +78,70 @@ def _confirm_default(est: Estimate) -> bool:
 
 
 def prepare_jump(options: PrepareOptions, confirm: Callable[[Estimate], bool] = _confirm_default,
-                 console: Console | None = None) -> PrepareReport:
+                 console: Console | None = None, runner: UnitRunner | None = None) -> PrepareReport:
     """Prepare JUMP-CP into ``options.out_dir``; finished plates of earlier runs are kept.
 
     ``confirm(estimate)`` is asked when the expected download exceeds
     :data:`CONFIRM_ABOVE_BYTES`; returning False stops before anything is fetched.
+    ``runner`` prepares the plates as units (one per plate) on an executor; without it
+    they are prepared here, one after another. A plate that fails on an executor is a
+    :class:`BenchError` naming it, raised after every other plate has ended; the index is
+    then not written.
     """
     console = console or Console()
+    _check_options(options)
     out = ensure_writable(options.out_dir, "--out folder")
-    if options.workers < 1:
-        raise BenchError(f"--workers must be >= 1, got {options.workers}")
-    if options.crop < 1:
-        raise BenchError(f"--crop must be >= 1, got {options.crop}")
-    remove_partial_files(out)
+    if runner is None or runner.executor != "slurm":
+        remove_partial_files(out)  # (SLURM tasks of an earlier run may still be writing: each cleans its own plate)
     root = open_root(options.root, max_connections=options.workers)
     meta_dir = resolve_metadata(options.metadata, out / "metadata")
     meta = load_metadata(meta_dir)
     plates = select_plates(meta, options.sources, options.dropped_batches)
     manifest = Manifest.open(out, options.settings())
+    manifest.fold()
     report = PrepareReport(out=out, meta=None)
     pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="jump-fetch")
     try:
-        all_sites, report.missing_load_data = _collect_sites(options, root, plates, meta_dir, meta.wells, pool, console)
-        for plate_id in report.missing_load_data:
-            console.print(f"[yellow]warning:[/yellow] no load data for plate {plate_id}; it is left out")
-        sites = reference_filter(all_sites, options.min_sites)
-        with_sites = plates.filter(pl.col("plate_id").is_in(sites["plate_id"].unique().to_list()))
-        if with_sites.is_empty():
-            raise DataError(f"no poscon or DMSO site is left after the filter --min-sites {options.min_sites} "
-                            f"({len(all_sites)} sites before it); lower --min-sites")
-        ordered = order_plates(with_sites, options.max_plates)["plate_id"].to_list()
+        selection = select_sites(options, root, plates, meta_dir, meta, pool, console)
+        report.missing_load_data = selection.missing_load_data
+        warn_missing(console, selection.missing_load_data)
+        check_selection(selection, root, options.min_sites)
+        ordered = selection.ordered
         for plate_id in ordered:
             if plate_id in manifest.plates and not manifest.is_complete(plate_id):
                 console.print(f"[yellow]plate {plate_id}: files do not match the manifest; it is redone")
                 manifest.forget(plate_id)
         todo = [p for p in ordered if p not in manifest.plates]
         report.resumed = [p for p in ordered if p in manifest.plates]
-        todo_sites = sites.filter(pl.col("plate_id").is_in(todo))
+        todo_sites = selection.sites.filter(pl.col("plate_id").is_in(todo))
         report.estimate = est = estimate(todo_sites, root, options.crop)
-        remote = not isinstance(root, LocalRoot)
         console.print(f"{len(report.resumed)} of {len(ordered)} plates already prepared in {out}")
         if todo:
-            console.print(f"to do: {est.describe(remote)}")
-            free = shutil.disk_usage(out).free
-            if free < est.disk_bytes:
-                console.print(f"[yellow]warning:[/yellow] only {human_bytes(free)} free on the device of {out}")
+            _announce(console, est, out, remote=not isinstance(root, LocalRoot))
             if est.download_bytes > CONFIRM_ABOVE_BYTES and not confirm(est):
                 raise BenchError("not confirmed; nothing was downloaded (pass --yes to skip the question)")
-            _run_plates(options, root, todo, todo_sites, manifest, pool, console, report)
+            if runner is None:
+                _run_in_process(options, root, todo, todo_sites, manifest, pool, console, report)
+            else:
+                _run_units(options, runner, todo, todo_sites, manifest, console, report)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    report.meta = _write_index(out, ordered, manifest, options, meta, report)
+    if all(p in manifest.plates for p in ordered):
+        report.meta = _write_index(out, ordered, manifest, options, meta)
     _print_summary(console, report, manifest, ordered)
+    _raise_failures(report, ordered)
     return report
 
 
-def _run_plates(options: PrepareOptions, root: Root, todo: Sequence[str], sites: pl.DataFrame, manifest: Manifest,
-                pool: ThreadPoolExecutor, console: Console, report: PrepareReport) -> None:
+def _announce(console: Console, est: Estimate, out: Path, remote: bool) -> None:
+    console.print(f"to do: {est.describe(remote)}")
+    free = shutil.disk_usage(out).free
+    if free < est.disk_bytes:
+        console.print(f"[yellow]warning:[/yellow] only {human_bytes(free)} free on the device of {out}")
+
+
+def _run_in_process(options: PrepareOptions, root: Root, todo: Sequence[str], sites: pl.DataFrame,
+                    manifest: Manifest, pool: Executor, console: Console, report: PrepareReport) -> None:
     by_plate = {pid: group for (pid,), group in sites.group_by("plate_id", maintain_order=True)}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
                _BytesColumn(), TimeRemainingColumn())
@@ -235,17 +160,40 @@ def _run_plates(options: PrepareOptions, root: Root, todo: Sequence[str], sites:
             def on_skip(s: SkippedSite, plate_id: str = plate_id) -> None:
                 progress.console.print(f"[yellow]skipped[/yellow] {plate_id} {s.well} site {s.site}: {s.key}: {s.reason}")
 
-            try:
-                result = prepare_plate(by_plate[plate_id], root, pool, options.crop, options.attempts,
-                                       options.backoff_s, on_site, on_skip)
-            except TransientError as exc:
-                raise BenchError(f"network error after {options.attempts} attempts: {exc}; check the connection "
-                                 "and rerun the same command to resume (finished plates are kept)") from None
-            record = write_plate(options.out_dir, plate_id, result.images, result.rows, result.skipped)
+            record, plate_bytes = prepare_one(plate_id, by_plate[plate_id], options, root, pool, on_site, on_skip)
             manifest.record(record)
             report.prepared.append(plate_id)
-            progress.console.print(f"{plate_id}: {len(result.rows)} sites, {len(result.skipped)} skipped, "
-                                   f"{human_bytes(result.n_bytes)} read")
+            progress.console.print(f"{plate_id}: {record.n_sites} sites, {len(record.skipped)} skipped, "
+                                   f"{human_bytes(plate_bytes)} read")
+
+
+def plate_units(options: PrepareOptions, todo: Sequence[str], sites: pl.DataFrame) -> list[PlateUnit]:
+    """One unit per plate of ``todo``, in that order, with absolute paths (units may run in another folder)."""
+    root = options.root if options.root.startswith("s3://") else str(Path(options.root).expanduser().absolute())
+    unit_options = replace(options, root=root, out=options.out_dir.absolute(), metadata=None)
+    by_plate = {pid: group for (pid,), group in sites.group_by("plate_id", maintain_order=True)}
+    return [PlateUnit(plate_id, unit_options, by_plate[plate_id]) for plate_id in todo]
+
+
+def _run_units(options: PrepareOptions, runner: UnitRunner, todo: Sequence[str], sites: pl.DataFrame,
+               manifest: Manifest, console: Console, report: PrepareReport) -> None:
+    outcomes = runner.run(plate_units(options, todo, sites), options.out_dir, console)
+    manifest.fold(o.record for o in outcomes if o.status == OK and o.record is not None)
+    ended = {o.plate_id for o in outcomes}
+    report.prepared = [p for p in todo if p in ended and p in manifest.plates]
+    report.failed = {o.plate_id: o.error or "failed" for o in outcomes if o.status != OK}
+    report.pending = [p for p in todo if p not in ended and p not in manifest.plates]
+
+
+def _raise_failures(report: PrepareReport, ordered: Sequence[str]) -> None:
+    """Failed plates are an error naming them; plates still running on SLURM (``--no-wait``) are not."""
+    if not report.failed:
+        return
+    first, error = next(iter(report.failed.items()))
+    kept = len(ordered) - len(report.failed) - len(report.pending)
+    raise BenchError(f"{len(report.failed)} of {len(ordered)} plate(s) failed (first: {first}: {error}); the "
+                     f"dataset index was not written, as it would lack them. Rerun the same command to retry them "
+                     f"(the {kept} finished plate(s) are kept)")
 
 
 def _unique_batches(index: pl.DataFrame) -> pl.DataFrame:
@@ -259,8 +207,8 @@ def _unique_batches(index: pl.DataFrame) -> pl.DataFrame:
                               .otherwise(pl.col("batch")).alias("batch"))
 
 
-def _write_index(out: Path, ordered: Sequence[str], manifest: Manifest, options: PrepareOptions, meta,
-                 report: PrepareReport) -> DatasetMeta | None:
+def _write_index(out: Path, ordered: Sequence[str], manifest: Manifest, options: PrepareOptions,
+                 meta) -> DatasetMeta | None:
     parts, shards = [], []
     for plate_id in ordered:
         record = manifest.plates.get(plate_id)
@@ -293,7 +241,9 @@ def _print_summary(console: Console, report: PrepareReport, manifest: Manifest, 
         total += len(record.skipped)
         if record.skipped:
             lines.append(f"  {plate_id}: {len(record.skipped)} site(s) skipped")
-    console.print(f"prepared {len(report.prepared)} plate(s) in this run, {len(report.resumed)} kept from earlier runs")
+    console.print(f"prepared {len(report.prepared)} plate(s) in this run, {len(report.resumed)} kept from earlier runs"
+                  + (f", {len(report.failed)} failed" if report.failed else "")
+                  + (f", {len(report.pending)} queued or running on SLURM" if report.pending else ""))
     if lines:
         console.print(f"skipped sites per plate ({total} in all; reasons in {manifest.path}):")
         for line in lines:
@@ -304,3 +254,7 @@ def _print_summary(console: Console, report: PrepareReport, manifest: Manifest, 
         n = sum(s.n_images for s in report.meta.shards)
         console.print(f"dataset written to {report.out}: {n:,} site images in {len(report.meta.shards)} plates, "
                       f"fingerprint {report.meta.fingerprint}")
+
+
+__all__ = ["CONFIRM_ABOVE_BYTES", "PrepareOptions", "PrepareReport", "SITES_FILE",
+           "SITES_KEY_FILE", "default_out", "plate_units", "prepare_jump"]
