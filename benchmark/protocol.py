@@ -122,6 +122,21 @@ def _fold_info(dataset: Dataset, fold: Fold, n_folds: int, split_seed: int) -> d
                          "in_domain": len(fold.in_domain_ids), "target": len(fold.target_ids)}}
 
 
+def _shipped_encoder_changed(data: dict) -> bool:
+    """Whether the record's run embedded with the shipped ``platebench-ssl`` encoder and its weights were replaced since.
+
+    The config names the encoder, not its weights (``fm_tvn``'s ``encoder``, a profile method's
+    ``featuriser``), so the digest its fit report stores is compared with the shipped file's.
+    """
+    from .core.ssl_encoder import NAME, shipped_weights_digest
+
+    config, report = data.get("method", {}).get("config") or {}, data.get("fit_report") or {}
+    if NAME not in (config.get("encoder"), config.get("featuriser")):
+        return False
+    recorded = report.get("encoder_weights_sha256") or (report.get("featuriser_key") or {}).get("weights_sha256")
+    return recorded is not None and recorded != shipped_weights_digest()
+
+
 def record_is_current(path: Path, config: dict, fingerprint: str, split_seed: int,
                   scenarios: Sequence[str] = ()) -> tuple[bool, str, tuple[str, ...]]:
     """Whether ``path`` holds an ok record of the same run with blocks of every one of ``scenarios``;
@@ -140,6 +155,8 @@ def record_is_current(path: Path, config: dict, fingerprint: str, split_seed: in
     for ok, why in checks:
         if not ok:
             return False, why, ()
+    if _shipped_encoder_changed(data):
+        return False, "the shipped encoder's weights changed", ()
     problem = verify_predictions(path, data)
     if problem:
         return False, problem, ()
