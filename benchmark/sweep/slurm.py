@@ -87,7 +87,7 @@ def make_executor(config: SlurmConfig, folder: Path) -> submitit.SlurmExecutor:
     try:
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=config.max_retries, python=config.python)
     except RuntimeError as exc:
-        raise BenchError(f"--executor slurm found no SLURM here ({exc}); run bench sweep on a login node of the "
+        raise BenchError(f"--executor slurm found no SLURM here ({exc}); run the command on a login node of the "
                          "cluster, or use --executor local") from None
     try:
         executor.update_parameters(**config.executor_parameters())
