@@ -322,7 +322,7 @@ def test_no_slurm_here_is_a_clear_error(toy_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun
     plan = make_plan(["_test_centroid"], ["source_out"], [0], [0], _settings(tmp_path, toy_dataset))
     with pytest.raises(BenchError, match=r"--executor slurm found no SLURM here \(Could not detect \"srun\".*\); run "
-                                         r"bench sweep on a login node of the cluster, or use --executor local"):
+                                         r"the command on a login node of the cluster, or use --executor local"):
         sweep_slurm.run_slurm(plan, SweepProgress(1, []), _config(tmp_path), tmp_path / "logs")
 
 
