@@ -184,6 +184,14 @@ def scenario_figure(records: list[Record], scenario: str, path: Path, order: lis
     return save_figure(fig, path, dpi=110)
 
 
+TRANSDUCTIVE = "transductive"
+TRANSDUCTIVE_NOTE = (
+    "Methods of access `transductive` saw the target plates in their fit as the plain evaluation has them; a "
+    "scenario changes only what `adapt` and `predict` receive, so their rows measure target plates that changed "
+    "after the fit (under `severity`: fitted with the severity-1 rendering, scored on another).")
+"""Said under every scenario that holds a transductive method's runs."""
+
+
 def scenario_sections(records: list[Record], baseline: str, figure_path: Any = None) -> list[str]:
     """Markdown of every scenario some record holds; ``figure_path(name)`` -> (file, link) draws its figure."""
     lines: list[str] = []
@@ -200,6 +208,8 @@ def scenario_sections(records: list[Record], baseline: str, figure_path: Any = N
         plain = rs[0].data["scenarios"][name].get("plain_level")
         if plain:
             lines += [f"Level `{plain}` is the plain evaluation (the main table's numbers).", ""]
+        if any(r.data["method"]["access"] == TRANSDUCTIVE for r in rs):
+            lines += [TRANSDUCTIVE_NOTE, ""]
         if figure_path is not None:
             file, link = figure_path(name)
             scenario_figure(rs, name, file, method_order(rs, baseline))

@@ -89,3 +89,21 @@ def test_failed_levels_are_listed_with_the_message(results, tmp_path):
     text = md.read_text()
     assert "- `cs_arm_bn` at n = 8: 1 run(s), e.g. adapt raised X" in text
     assert "(3 runs)" in text  # the level's mean is over the runs that scored it
+
+
+def test_transductive_rows_carry_the_note_that_their_fit_saw_the_plain_targets(tmp_path):
+    from benchmark.leaderboard_scenarios import TRANSDUCTIVE_NOTE
+
+    root = tmp_path / "results"
+    for access, method in (("none", "erm"), ("transductive", "dann")):
+        path = fake(root, method, "source_out", 0, 0, 0.7, 0.9, access=access, fit_report={"train_seconds": 10.0})
+        _with_scenarios(path, {"severity": _block("severity", {"0": 0.3, "1": 0.7}, "1")})
+    md = tmp_path / "LB.md"
+    build_leaderboard(root, md, figures=False)
+    assert TRANSDUCTIVE_NOTE in md.read_text()
+    fake(root, "dann", "source_out", 0, 0, 0.7, 0.9, access="none", fit_report={"train_seconds": 10.0})
+    _with_scenarios(root / "synthetic-fp1" / "dann" / "source_out" / "fold0_seed0.json",
+                    {"severity": _block("severity", {"0": 0.3, "1": 0.7}, "1")})
+    build_leaderboard(root, md, figures=False)
+    assert TRANSDUCTIVE_NOTE not in md.read_text()
+
