@@ -179,3 +179,29 @@ def test_config_errors_say_what_is_valid(toy_dataset):
         get_method("profile_harmony").Config(batch_key="lab")
     with pytest.raises(MethodError, match="c_grid 'x' is not a comma-separated list of positive numbers"):
         _fit("profile_none", toy_dataset, c_grid="x")
+
+
+def test_the_contributing_guide_profile_correction_runs(toy_dataset):
+    """CONTRIBUTING.md's profile-correction example, executed as written, fits, adapts and predicts."""
+    from pathlib import Path
+
+    from benchmark.core.profile_corrections import Correction, Transform
+    from benchmark.core.profiles import ProfileMethod
+    from benchmark.methods.base import AccessLevel
+    from benchmark.registry import register_method, unregister_method
+
+    guide = (Path(__file__).parents[1] / "CONTRIBUTING.md").read_text()
+    section = guide[guide.index("**A profile correction**"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("\n```", section.index("```python"))]
+    namespace = {"np": np, "register_method": register_method, "ProfileMethod": ProfileMethod,
+                 "AccessLevel": AccessLevel, "Correction": Correction, "Transform": Transform}
+    exec(compile("from __future__ import annotations\n" + code, "CONTRIBUTING.md", "exec"), namespace)  # noqa: S102
+    try:
+        cls = get_method("profile_centre")
+        train, val, target = split(toy_dataset)
+        method = cls(cls.Config(featuriser="test-profile-features", c_grid="1", metrics=False)).fit(train, val, seed=0)
+        v, labels = view(toy_dataset, target, "src3_b0_p0")
+        probs = method.adapt(v).predict(v.treated)
+        assert probs.shape == (len(labels), 8) and method.fit_report()["correction"] == "centre on DMSO"
+    finally:
+        unregister_method("profile_centre")
