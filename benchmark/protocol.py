@@ -128,7 +128,8 @@ def _shipped_encoder_changed(data: dict) -> bool:
     The config names the encoder, not its weights (``fm_tvn``'s ``encoder``, a profile method's
     ``featuriser``), so the digest its fit report stores is compared with the shipped file's.
     """
-    from .core.ssl_encoder import NAME, shipped_weights_digest
+    from .core.encoders import shipped_weights_digest
+    from .core.ssl_encoder import NAME
 
     config, report = data.get("method", {}).get("config") or {}, data.get("fit_report") or {}
     if NAME not in (config.get("encoder"), config.get("featuriser")):

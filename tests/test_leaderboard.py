@@ -270,6 +270,8 @@ def test_the_committed_leaderboard_rebuilds_byte_for_byte(tmp_path, monkeypatch)
     repo = Path(__file__).resolve().parents[1] / "leaderboard"
     (tmp_path / "leaderboard").mkdir()
     (tmp_path / "leaderboard" / "results").symlink_to(repo / "results")
+    (tmp_path / "leaderboard" / "figures").mkdir()
+    (tmp_path / "leaderboard" / "figures" / "report").symlink_to(repo / "figures" / "report")  # bench report's, linked
     monkeypatch.chdir(tmp_path)
     result = build_leaderboard()  # the default folders, as `bench leaderboard` runs in the repository
     assert result.n_records >= 150 and not result.warnings

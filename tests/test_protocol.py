@@ -115,13 +115,13 @@ def test_resume_skips_done_runs_recomputes_on_change_and_force(toy_dataset, tmp_
 
 
 def test_a_record_of_the_shipped_encoder_is_recomputed_when_its_weights_change(toy_dataset, tmp_path, monkeypatch):
-    import benchmark.core.ssl_encoder as ssl_encoder
+    import benchmark.core.encoders as encoders
 
     (first,) = run(toy_dataset, tmp_path, "fm_tvn", quick=True)
     recorded = load_records(tmp_path / "res").quick[0].data["fit_report"]["encoder_weights_sha256"]
-    assert first.status == "ok" and recorded == ssl_encoder.shipped_weights_digest()
+    assert first.status == "ok" and recorded == encoders.shipped_weights_digest()
     assert run(toy_dataset, tmp_path, "fm_tvn", quick=True)[0].status == "skipped"
-    monkeypatch.setattr(ssl_encoder, "shipped_weights_digest", lambda: "0" * 64)  # a new encoder was shipped
+    monkeypatch.setattr(encoders, "shipped_weights_digest", lambda: "0" * 64)  # a new encoder was shipped
     lines = []
     (again,) = run(toy_dataset, tmp_path, "fm_tvn", quick=True, log=lines.append)
     assert again.status == "ok" and any("recomputing (the shipped encoder's weights changed)" in line for line in lines)

@@ -40,5 +40,12 @@ def load_encoder(spec: str, device: str = "cpu") -> Encoder:
     return _LOADED[key]
 
 
+def shipped_weights_digest() -> str:
+    """The weights digest of the shipped encoder (``platebench-ssl`` without a path), as run records store it."""
+    from .ssl_encoder import NAME
+
+    return load_encoder(NAME).weights_digest
+
+
 __all__ = ["Encoder", "EncoderFactory", "ModuleEncoder", "available_encoder_backends", "load_encoder",
-           "register_encoder_backend"]
+           "register_encoder_backend", "shipped_weights_digest"]

@@ -76,10 +76,3 @@ def platebench_ssl(argument: str | None, device: str) -> ModuleEncoder:
     name = NAME if argument is None else f"{NAME}:{path}"
     return ModuleEncoder(name, backbone, int(config["dim"]), lambda x: normalise(x, stats, device), device)
 
-
-def shipped_weights_digest() -> str:
-    """The weights digest of the shipped encoder (``platebench-ssl`` without a path), as run records store it."""
-    from .encoders import load_encoder
-
-    return load_encoder(NAME).weights_digest
-
