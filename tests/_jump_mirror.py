@@ -179,8 +179,9 @@ def _write_plates(mirror: Mirror, sites: int, sizes: dict[str, int], rng: np.ran
 # -- a mirror of a few REAL plates of cpg0016, with the real metadata tables ----------------------------------
 
 REAL_METADATA = Path(os.environ.get("PLATEBENCH_JUMP_METADATA",
-                                    Path(__file__).resolve().parents[2] / "shared" / "jump-metadata"))
-"""The real plate and well tables (``../shared/jump-metadata`` next to the checkout; see its README)."""
+                                    Path(__file__).resolve().parent / "fixtures" / "jump-metadata"))
+"""The real plate and well tables (a copy of the workplace's ``../shared/jump-metadata``, 1 MB, with its README:
+jump-cellpainting/datasets, BSD-3-Clause, data CC0), so every checkout tests the plan on the real tables."""
 needs_real_metadata = pytest.mark.skipif(
     not (REAL_METADATA / "plate.csv.gz").is_file(),
     reason=f"the real JUMP metadata is not at {REAL_METADATA} (set PLATEBENCH_JUMP_METADATA)")

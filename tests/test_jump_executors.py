@@ -1,8 +1,8 @@
 """JUMP preparation at scale: the plan on the real cpg0016 metadata, ``--plan-only``, one unit per plate on the
 ``local`` and ``debug`` executors, and the manifest's entry files under concurrency, kills and failures.
 
-The mirror holds the real plate and well tables (``../shared/jump-metadata``) and fake load data + TIFFs for
-four real plates (two batches of each source).
+The mirror holds the real plate and well tables (``tests/fixtures/jump-metadata``, a copy of
+``../shared/jump-metadata``) and fake load data + TIFFs for four real plates (two batches of each source).
 """
 
 from __future__ import annotations
