@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import warnings
@@ -204,9 +205,12 @@ class HardLink(FileCheater):
 
     def read(self, path):
         folder = Path(tempfile.mkdtemp(prefix="cheat-links-"))
-        link = folder / Path(path).name
-        os.link(path, link)
-        return link.read_bytes()
+        try:
+            link = folder / Path(path).name
+            os.link(path, link)
+            return link.read_bytes()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @register_method

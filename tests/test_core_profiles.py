@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import types
 
@@ -303,3 +304,20 @@ def test_cache_assembles_a_new_subset_of_known_images_without_embedding_them(tmp
     mixed = cache.embed(np.concatenate([images[:2], _images(2, seed=9)]), _embed)  # two known, two new
     np.testing.assert_array_equal(mixed[:2], full[:2])
     assert cache.stats.images_embedded == 10 and cache.stats.images_cached == 5 and cache.stats.files_written == 3
+
+
+def test_an_image_digest_is_the_truncated_sha256_of_its_bytes():
+    images = _images(3)
+    expected = [hashlib.sha256(image.tobytes()).digest()[:16] for image in images]
+    assert [bytes(d) for d in image_digests(images)] == expected
+    assert [bytes(d) for d in image_digests(np.asfortranarray(images))] == expected  # whatever the memory layout
+
+
+def test_cache_drops_a_file_that_holds_other_images_than_its_name_says(tmp_path, capsys):
+    images, others = _images(4), _images(4, seed=3)
+    cache = EmbeddingCache(tmp_path, {"featuriser": "f"})
+    cache.embed(others, _embed)
+    cache.path(image_digests(others)).rename(cache.path(image_digests(images)))  # others' file under images' name
+    again = EmbeddingCache(tmp_path, {"featuriser": "f"})
+    np.testing.assert_array_equal(again.embed(images, _embed), _embed(images))
+    assert "holds other images" in capsys.readouterr().err and again.stats.images_embedded == 4

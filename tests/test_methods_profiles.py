@@ -159,6 +159,20 @@ def test_embeddings_are_cached_in_the_fold_folder_and_read_back(toy_dataset, tmp
     np.testing.assert_allclose(first, second, rtol=1e-6)
 
 
+def test_the_uncorrected_metrics_are_computed_once_per_fold_and_seed(toy_dataset, tmp_path):
+    fold = FoldIdentity("toy", "f", "source_out", 0, 0, "d", str(tmp_path))
+    blocks = {}
+    for name in ("profile_none", "profile_sphering"):
+        with fold_scope(fold):
+            method, _ = _fit(name, toy_dataset)
+        blocks[name] = method.fit_report()["correction_metrics"]
+    assert not blocks["profile_none"]["before_read_from_cache"] and blocks["profile_sphering"]["before_read_from_cache"]
+    assert blocks["profile_sphering"]["before"] == blocks["profile_none"]["before"]
+    assert len(list(tmp_path.glob("scores-*.json"))) == 1
+    method, _ = _fit("profile_sphering", toy_dataset)  # in process (no fold folder): computed, the same numbers
+    assert method.fit_report()["correction_metrics"]["before"] == blocks["profile_none"]["before"]
+
+
 def test_erm_penultimate_layer_as_featuriser():
     from benchmark.conformance import check_data
 

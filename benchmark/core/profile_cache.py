@@ -4,14 +4,15 @@ A frozen featuriser gives the same embedding for the same pixels, so the profile
 (:mod:`benchmark.core.profiles`) embed each image of a fold once per featuriser: every later
 run of the fold (another seed, another correction) reads the embeddings back. The images a
 method sees arrive as plain arrays (target plates in a shuffled order, without ids), so the
-key of an image is a hash of its bytes and the key of a file is the hash of its images' sorted
+key of an image is a hash of its bytes (SHA-256, truncated to 16 bytes: about 3x faster than
+blake2b on CPUs with SHA instructions, which hash 13k images of 20 KB in 0.2 s) and the key of a file is the hash of its images' sorted
 hashes: the same set of images finds the same file in whatever order it comes, and a new set of
 images seen before (a scenario's subset of a plate) is assembled from what the run already read
 or computed. ::
 
     <folder>/emb-<featuriser key digest[:16]>-<image set digest[:24]>.npz
         key          the featuriser's key (JSON): its name, weights digest, code digest, torch, device
-        digests      (n, 16) uint8, the blake2b digest of each image's bytes
+        digests      (n, 16) uint8, the truncated SHA-256 of each image's bytes
         embeddings   (n, d) float32
 
 A file is written under a temporary name and renamed into place; a file that does not load,
@@ -36,17 +37,16 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = 1
+FORMAT = 2  # 1: blake2b image digests
 PREFIX = "emb"
 DIGEST_BYTES = 16
 
 
 def image_digests(images: np.ndarray) -> np.ndarray:
-    """The blake2b digest of every image's bytes: ``(n, 16)`` uint8."""
+    """The SHA-256 of every image's bytes, truncated: ``(n, 16)`` uint8."""
     out = np.empty((len(images), DIGEST_BYTES), dtype=np.uint8)
     for i, image in enumerate(images):
-        digest = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=DIGEST_BYTES).digest()
-        out[i] = np.frombuffer(digest, dtype=np.uint8)
+        out[i] = np.frombuffer(hashlib.sha256(np.ascontiguousarray(image)).digest()[:DIGEST_BYTES], dtype=np.uint8)
     return out
 
 
@@ -154,11 +154,15 @@ class EmbeddingCache:
             return self._drop(path, f"{path.name} is unreadable ({type(exc).__name__}: {exc})")
         if key != {"format": FORMAT, **self.key}:
             return self._drop(path, f"{path.name} holds the embeddings of another featuriser (key mismatch)")
-        if (stored.shape != (len(embeddings), DIGEST_BYTES) or embeddings.ndim != 2
-                or set_digest(stored) != set_digest(digests)):
+        if stored.shape != (len(embeddings), DIGEST_BYTES) or embeddings.ndim != 2:
             return self._drop(path, f"{path.name} holds other images than its name says")
-        row = {bytes(d): i for i, d in enumerate(stored)}
-        out = embeddings[[row[bytes(d)] for d in digests]].astype(np.float32)
+        if np.array_equal(stored, digests):  # the same images in the same order (the usual case)
+            out = embeddings.astype(np.float32)
+        elif set_digest(stored) == set_digest(digests):
+            row = {bytes(d): i for i, d in enumerate(stored)}
+            out = embeddings[[row[bytes(d)] for d in digests]].astype(np.float32)
+        else:
+            return self._drop(path, f"{path.name} holds other images than its name says")
         self._memo.update(zip((bytes(d) for d in digests), out))
         self.stats.read_s += time.perf_counter() - start
         self.stats.images_cached += len(digests)

@@ -20,7 +20,9 @@ images arrive shuffled, without ids), so corrections are fitted and applied per 
 well level (mean over sites) is built where wells are known, on the training and validation
 plates, and the **correction metrics** (:mod:`benchmark.correction_metrics`) are computed there,
 on the uncorrected and the corrected well profiles, with the source (lab) as the batch; they go
-into the fit report, hence into every run record (``fit_report.correction_metrics``).
+into the fit report, hence into every run record (``fit_report.correction_metrics``). The
+uncorrected scores, shared by every method of a fold and seed, are kept in the fold's models
+folder (:mod:`~benchmark.core.score_cache`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from .profile_cache import EmbeddingCache
 from .profile_corrections import Correction, Transform
 from .profile_data import TARGET, UNKNOWN, Profiles, concat, profiles_of, well_profiles
 from .profile_features import Featuriser, load_featuriser
+from .score_cache import cached_scores
 from .source_cache import current_fold
 from .training import SELECTION_RULE
 
@@ -113,17 +116,27 @@ def correct(correction: Correction, profiles: Profiles) -> Profiles:
     return profiles.with_x(out if out is not None else profiles.x)
 
 
-def metrics_before_after(raw: Profiles, corrected: Profiles, seed: int) -> dict[str, Any]:
-    """Correction metrics of the labelled plates' well profiles, uncorrected and corrected."""
+def well_scores(wells: Profiles, seed: int) -> dict[str, Any]:
+    """The correction metrics of well profiles, with the source as the batch."""
+    return correction_scores(wells.x, wells.source.astype(str), wells.label, wells.plate.astype(str),
+                             wells.is_control, seed=seed)
+
+
+def metrics_before_after(raw: Profiles, corrected: Profiles, seed: int, folder: str | None = None) -> dict[str, Any]:
+    """Correction metrics of the labelled plates' well profiles, uncorrected and corrected.
+
+    The uncorrected scores, the same for every profile method of a fold, seed and featuriser, are
+    kept in ``folder`` (the fold's models folder; :mod:`~benchmark.core.score_cache`) when given.
+    """
     out: dict[str, Any] = {"level": "well (mean over sites)", "plates": "training and validation",
                            "batch": METRICS_BATCH, "dmso": "excluded from batch and label scores"}
-    for name, profiles in (("before", raw), ("after", corrected)):
-        if name == "after" and np.array_equal(raw.x, corrected.x):  # no correction: the same scores
-            out["after"] = dict(out["before"])
-            continue
-        wells = well_profiles(profiles.select(profiles.labelled))
-        out[name] = correction_scores(wells.x, wells.source.astype(str), wells.label, wells.plate.astype(str),
-                                      wells.is_control, seed=seed)
+    before = well_profiles(raw.select(raw.labelled))
+    out["before"], out["before_read_from_cache"] = cached_scores(folder, before, seed,
+                                                                lambda: well_scores(before, seed))
+    if np.array_equal(raw.x, corrected.x):  # no correction: the same scores
+        out["after"] = dict(out["before"])
+    else:
+        out["after"] = well_scores(well_profiles(corrected.select(corrected.labelled)), seed)
     return out
 
 
@@ -190,7 +203,8 @@ class ProfileMethod(Method):
         self.classifier_ = ProfileClassifier.fit(corrected.x[fit_rows], corrected.label[fit_rows],
                                                  corrected.x[val_rows], corrected.label[val_rows], c_grid, seed)
         classified = time.perf_counter()
-        metrics = metrics_before_after(raw, corrected, seed) if self.config.metrics else None
+        metrics = (metrics_before_after(raw, corrected, seed, fold.folder if fold is not None else None)
+                   if self.config.metrics else None)
         done = time.perf_counter()
         self.fit_report_ = {
             "featuriser": self.featuriser_.name, "embedding_dim": int(self.featuriser_.dim),
