@@ -7,8 +7,43 @@ from contextlib import contextmanager
 
 import numpy as np
 import polars as pl
+import torch
 
 import benchmark.core.sampler as sampler_module
+from benchmark.core.encoders import ModuleEncoder, register_encoder_backend
+
+RANDOM_FEATURES = "test-random-features"
+"""An encoder backend for the frozen-encoder tests: :class:`RandomFeatures`, 24 dimensions."""
+SPARSE_RANDOM_FEATURES = "test-profile-features"
+"""The same with a shifted ReLU, so some features sit at zero on some plates as a real encoder's do."""
+
+
+class RandomFeatures(torch.nn.Module):
+    """A fixed random-feature encoder: 4x4 average pooling, a fixed projection (seed 0), optionally a shifted ReLU."""
+
+    def __init__(self, sparse: bool = False):
+        super().__init__()
+        self.sparse = sparse
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(5 * 16, 24)
+
+    def forward(self, x):
+        out = self.proj(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1))
+        return torch.relu(out + 0.5) if self.sparse else out
+
+
+def _scaled(x):
+    return torch.as_tensor(x, dtype=torch.float32) / 255
+
+
+@register_encoder_backend(RANDOM_FEATURES)
+def _random_features(argument, device):
+    return ModuleEncoder(RANDOM_FEATURES, RandomFeatures(), 24, _scaled)
+
+
+@register_encoder_backend(SPARSE_RANDOM_FEATURES)
+def _sparse_random_features(argument, device):
+    return ModuleEncoder(SPARSE_RANDOM_FEATURES, RandomFeatures(sparse=True), 24, _scaled)
 
 
 def split(dataset):

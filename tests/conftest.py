@@ -54,3 +54,20 @@ def make_toy_dataset(root: Path, n_sources: int = 4, n_batches: int = 3, n_plate
 @pytest.fixture(scope="session")
 def toy_dataset(tmp_path_factory):
     return make_toy_dataset(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="module")
+def prepare_app():
+    """A typer app with ``bench data``'s ``prepare`` command alone (the JUMP preparation tests)."""
+    import typer
+
+    from benchmark.cli.prepare import attach_prepare
+
+    data_app = typer.Typer()
+
+    @data_app.callback()
+    def main() -> None:
+        """data"""
+
+    attach_prepare(data_app)
+    return data_app

@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from _jump_mirror import build_real_mirror, needs_real_metadata, real_metadata
-from benchmark.cli.prepare import attach_prepare
 from benchmark.constants import DMSO_ID, POSCONS
 from benchmark.datasets.dataset import META_FILE, open_dataset
 from benchmark.datasets.jump import PrepareOptions, plan_jump, prepare_jump
@@ -74,18 +72,6 @@ def reference(mirror, tmp_path_factory):
     return _dataset(out)
 
 
-@pytest.fixture(scope="module")
-def app():
-    data_app = typer.Typer()
-
-    @data_app.callback()
-    def main() -> None:
-        """data"""
-
-    attach_prepare(data_app)
-    return data_app
-
-
 def _args(mirror, out, *extra) -> list[str]:
     return ["prepare", "jump", "--root", str(mirror.root), "--metadata", str(mirror.metadata), "--out", str(out),
             "--min-sites", "0", "--crop", str(CROP), "--workers", "2", *extra]
@@ -131,10 +117,10 @@ def _expected_sites(mirror, source: str) -> tuple[int, int]:
             sum(c == DMSO_ID for lay in layouts for c in lay.values()))
 
 
-def test_plan_only_prints_plates_sites_and_bytes_per_source_without_fetching_an_image(app, mirror, tmp_path,
+def test_plan_only_prints_plates_sites_and_bytes_per_source_without_fetching_an_image(prepare_app, mirror, tmp_path,
                                                                                       image_reads):
     out = tmp_path / "out"
-    result = runner.invoke(app, _args(mirror, out, "--plan-only", "--json"))
+    result = runner.invoke(prepare_app, _args(mirror, out, "--plan-only", "--json"))
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert image_reads == [] and not out.exists()  # no image read, nothing written
@@ -151,13 +137,13 @@ def test_plan_only_prints_plates_sites_and_bytes_per_source_without_fetching_an_
     assert plan["total"]["plates"] == 371 and len(plan["missing_load_data"]) == 367
     assert "without reading an image" in plan["how_tiff_size"] and plan["warnings"] == []
 
-    text = runner.invoke(app, _args(mirror, out, "--plan-only"))
+    text = runner.invoke(prepare_app, _args(mirror, out, "--plan-only"))
     assert text.exit_code == 0, text.output
     rows = {line.split()[0]: line.split() for line in text.stdout.splitlines() if line.startswith("source_")}
     assert rows["source_3"][1:5] == ["172", "9", "2", "2"] and rows["source_8"][1:5] == ["199", "4", "2", "2"]
     assert "(sampled)" in rows["source_3"][-1] and "367 selected plate(s) have no load data" in text.stdout
     assert image_reads == [] and not out.exists()
-    filtered = runner.invoke(app, _args(mirror, out, "--plan-only", "--min-sites", "36"))  # 2 sites per well position
+    filtered = runner.invoke(prepare_app, _args(mirror, out, "--plan-only", "--min-sites", "36"))  # 2 sites per well position
     assert filtered.exit_code == 0 and ("warning: no poscon or DMSO site is left after the filter --min-sites 36 "
                                         "(256 sites before it); lower --min-sites") in filtered.stdout
 
@@ -291,7 +277,7 @@ def test_entries_of_other_settings_are_refused_even_without_the_manifest_file(mi
 
 # -- (f) error paths ---------------------------------------------------------------------------------------------
 
-def test_a_failing_plate_is_named_the_index_is_not_written_and_a_rerun_retries_it(app, mirror, reference, tmp_path,
+def test_a_failing_plate_is_named_the_index_is_not_written_and_a_rerun_retries_it(prepare_app, mirror, reference, tmp_path,
                                                                                  monkeypatch):
     out = tmp_path / "out"
     broken = IDS[2]
@@ -303,7 +289,7 @@ def test_a_failing_plate_is_named_the_index_is_not_written_and_a_rerun_retries_i
         return real_fetch(root, key, *args, **kwargs)
 
     monkeypatch.setattr(plate_module, "fetch_image", offline_for_one_plate)
-    result = runner.invoke(app, _args(mirror, out, "--executor", "debug", "--yes"))
+    result = runner.invoke(prepare_app, _args(mirror, out, "--executor", "debug", "--yes"))
     assert result.exit_code == 1
     assert f"FAILED  {broken}: network error after 3 attempts" in result.stdout
     assert (f"error: 1 of 4 plate(s) failed (first: {broken}: network error after 3 attempts: "
@@ -312,7 +298,7 @@ def test_a_failing_plate_is_named_the_index_is_not_written_and_a_rerun_retries_i
             "(the 3 finished plate(s) are kept)") in result.stderr
     assert not (out / META_FILE).exists() and not entry_path(out, broken).exists()
     monkeypatch.setattr(plate_module, "fetch_image", real_fetch)
-    again = runner.invoke(app, _args(mirror, out, "--executor", "debug"))
+    again = runner.invoke(prepare_app, _args(mirror, out, "--executor", "debug"))
     assert again.exit_code == 0, again.output
     assert "3 of 4 plates already prepared" in again.stdout and f"ok      {broken}: " in again.stdout
     same_dataset(out, reference)
@@ -328,8 +314,8 @@ def test_a_failing_plate_is_named_the_index_is_not_written_and_a_rerun_retries_i
     (["--jobs", "2"], "error: --jobs applies to --executor local; add --executor local (or drop --jobs)"),
     (["--json"], "error: --json applies to --plan-only; add --plan-only (or drop --json)"),
 ])
-def test_bad_executor_options_are_one_line_errors(app, mirror, tmp_path, extra, message):
-    result = runner.invoke(app, _args(mirror, tmp_path / "out", *extra))
+def test_bad_executor_options_are_one_line_errors(prepare_app, mirror, tmp_path, extra, message):
+    result = runner.invoke(prepare_app, _args(mirror, tmp_path / "out", *extra))
     assert result.exit_code == 1 and result.stderr.startswith(message), result.output
     assert not (tmp_path / "out").exists()
 
@@ -341,10 +327,10 @@ def test_executor_options_check_their_names():
         ExecutorOptions("local", jobs=0)
 
 
-def test_help_documents_the_newoptions_for(app, monkeypatch):
+def test_help_documents_the_newoptions_for(prepare_app, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")
     monkeypatch.setenv("TERMINAL_WIDTH", "300")
-    result = runner.invoke(app, ["prepare", "jump", "--help"])
+    result = runner.invoke(prepare_app, ["prepare", "jump", "--help"])
     assert result.exit_code == 0
     for word in ("--plan-only", "--json", "--executor", "--jobs", "--slurm-config", "--partition", "--slurm-time",
                  "--array-parallelism", "--max-retries", "--slurm-folder", "--no-wait"):

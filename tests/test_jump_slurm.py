@@ -15,7 +15,7 @@ submitit = pytest.importorskip("submitit")
 
 from _jump_mirror import needs_real_metadata  # noqa: E402
 
-from test_jump_executors import IDS, _args, app, mirror, options_for, reference, same_dataset  # noqa: E402,F401
+from test_jump_executors import IDS, _args, mirror, options_for, reference, same_dataset  # noqa: E402,F401
 from test_sweep_slurm import fake_slurm  # noqa: E402,F401  (the fixture: a fake SLURM on PATH)
 
 from benchmark.datasets.dataset import META_FILE  # noqa: E402
@@ -55,20 +55,20 @@ def test_one_array_task_per_plate_still_to_do_and_the_results_land_in_the_manife
 
 
 def test_no_wait_submits_and_a_rerun_follows_the_queued_plates_instead_of_submitting_them(
-        fake_slurm, app, mirror, reference, tmp_path, monkeypatch):
+        fake_slurm, prepare_app, mirror, reference, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_SLURM_HOLD", "1")  # jobs stay PENDING until someone looks at them (sacct)
     out = tmp_path / "out"
     args = _args(mirror, out, "--executor", "slurm", "--slurm-folder", str(tmp_path / "submitit"), "--partition",
                  "cpu", "--slurm-time", "30")
     (tmp_path / "slurm.toml").write_text("poll_s = 0.5\n")
     args += ["--slurm-config", str(tmp_path / "slurm.toml")]
-    submitted = runner.invoke(app, [*args, "--no-wait"])
+    submitted = runner.invoke(prepare_app, [*args, "--no-wait"])
     assert submitted.exit_code == 0, submitted.output
     assert "submitted 4 plate(s) as SLURM job array 12" in submitted.stdout
     assert "4 plate(s) queued or running on SLURM; follow them with squeue or sacct" in submitted.stdout
     assert not (out / META_FILE).exists()
     assert "#SBATCH --time=30" in (fake_slurm / "scripts" / "12.sh").read_text()
-    followed = runner.invoke(app, args)
+    followed = runner.invoke(prepare_app, args)
     assert followed.exit_code == 0, followed.output
     assert "following 4 plate(s) already queued or running on SLURM" in followed.stdout
     assert "submitted" not in followed.stdout  # nothing submitted twice

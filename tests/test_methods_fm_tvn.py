@@ -4,40 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from _method_data import shifted, split, view
-from benchmark.core.encoders import ModuleEncoder, register_encoder_backend
+from _method_data import RANDOM_FEATURES, shifted, split, view
 from benchmark.errors import MethodError
 from benchmark.methods.fm_tvn import FMTVN
-
-
-class _Features(torch.nn.Module):
-    """A fixed random-feature encoder: 4x4 average pooling, then a fixed projection."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.proj = torch.nn.Linear(5 * 16, 24)
-
-    def forward(self, x):
-        return self.proj(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1))
-
-
-@register_encoder_backend("test-random-features")
-def _random_features(argument, device):
-    return ModuleEncoder("test-random-features", _Features(), 24, lambda x: torch.as_tensor(x, dtype=torch.float32) / 255)
 
 
 @pytest.fixture(scope="module")
 def fitted(toy_dataset):
     train, val, target = split(toy_dataset)
-    return FMTVN(FMTVN.Config(encoder="test-random-features")).fit(train, val, seed=0), target
+    return FMTVN(FMTVN.Config(encoder=RANDOM_FEATURES)).fit(train, val, seed=0), target
 
 
 def test_fit_report_names_the_encoder_and_predictions_are_probabilities(fitted, toy_dataset):
     method, target = fitted
-    assert method.fit_report()["encoder"] == "test-random-features"
+    assert method.fit_report()["encoder"] == RANDOM_FEATURES
     v, labels = view(toy_dataset, target, "src3_b0_p0")
     probs = method.adapt(v).predict(v.treated)
     assert probs.shape == (len(labels), 8)
@@ -71,7 +52,7 @@ def test_a_second_fit_in_the_same_fold_reads_every_embedding_from_the_cache(toy_
     runs = []
     for seed in (0, 1):
         with fold_scope(fold):
-            method = FMTVN(FMTVN.Config(encoder="test-random-features")).fit(train, val, seed=seed)
+            method = FMTVN(FMTVN.Config(encoder=RANDOM_FEATURES)).fit(train, val, seed=seed)
         probs = method.adapt(v).predict(v.treated)
         runs.append((method.fit_report()["embedding_cache"], probs))
     (cold, probs0), (warm, probs1) = runs

@@ -7,10 +7,8 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
-from _method_data import split, view
-from benchmark.core.encoders import ModuleEncoder, register_encoder_backend
+from _method_data import SPARSE_RANDOM_FEATURES, split, view
 from benchmark.core.profile_data import TARGET
 from benchmark.core.source_cache import FoldIdentity, fold_scope
 from benchmark.errors import BenchError, MethodError
@@ -18,24 +16,6 @@ from benchmark.registry import get_method
 
 NAMES = ("profile_none", "profile_mad", "profile_sphering", "profile_harmony", "profile_combat")
 TRANSDUCTIVE = ("profile_harmony", "profile_combat")
-
-
-class _Features(torch.nn.Module):
-    """A fixed random-feature encoder: 4x4 average pooling, a fixed projection, a ReLU (sparse like a real one)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.proj = torch.nn.Linear(5 * 16, 24)
-
-    def forward(self, x):
-        return torch.relu(self.proj(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)) + 0.5)
-
-
-@register_encoder_backend("test-profile-features")
-def _random_features(argument, device):
-    return ModuleEncoder("test-profile-features", _Features(), 24,
-                         lambda x: torch.as_tensor(x, dtype=torch.float32) / 255)
 
 
 def _targets(dataset, target):
@@ -50,7 +30,7 @@ def _fit(name, dataset, with_targets=True, **config):
     cls = get_method(name)
     if with_targets and cls.access.sees_targets_in_fit:
         train = dataset.labelled(train.table, _targets(dataset, target))
-    method = cls(cls.Config.from_dict({"featuriser": "test-profile-features", "c_grid": "1", **config}))
+    method = cls(cls.Config.from_dict({"featuriser": SPARSE_RANDOM_FEATURES, "c_grid": "1", **config}))
     return method.fit(train, val, seed=0), target
 
 
@@ -86,7 +66,7 @@ def test_each_correction_reports_its_metrics(fitted, toy_dataset, name):
     assert metrics["batch"] == "source" and {"before", "after"} <= set(metrics)
     for scores in (metrics["before"], metrics["after"]):
         assert 0 <= scores["overall"] <= 1 and scores["n_batches"] == 3  # three training sources
-    assert report["featuriser"] == "test-profile-features" and report["C"] == 1.0
+    assert report["featuriser"] == SPARSE_RANDOM_FEATURES and report["C"] == 1.0
     assert report["embedding_cache"]["folder"] is None  # in process: no fold, nothing on disk
     assert report["n_images"]["target"] == (len(target) if name in TRANSDUCTIVE else 0)
     assert json.loads(json.dumps(report, allow_nan=False)) == report  # the record stores it as JSON
@@ -213,7 +193,7 @@ def test_the_contributing_guide_profile_correction_runs(toy_dataset):
     try:
         cls = get_method("profile_centre")
         train, val, target = split(toy_dataset)
-        method = cls(cls.Config(featuriser="test-profile-features", c_grid="1", metrics=False)).fit(train, val, seed=0)
+        method = cls(cls.Config(featuriser=SPARSE_RANDOM_FEATURES, c_grid="1", metrics=False)).fit(train, val, seed=0)
         v, labels = view(toy_dataset, target, "src3_b0_p0")
         probs = method.adapt(v).predict(v.treated)
         assert probs.shape == (len(labels), 8) and method.fit_report()["correction"] == "centre on DMSO"

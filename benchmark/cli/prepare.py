@@ -5,17 +5,23 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import BenchError
 from .common import handle_errors
-from .sweep import SLURM_PANEL, default_jobs
+from .slurm_options import slurm_option_types, slurm_settings
+from .sweep import default_jobs
 
 if TYPE_CHECKING:  # the executors import the sweep; load them only when a command runs
     from ..datasets.jump import PrepareOptions
     from ..datasets.jump.executors import ExecutorOptions
+    from ..sweep.slurm_config import SlurmConfig
+
+_SLURM = slurm_option_types("plate", folder_default="<out>/slurm", mem_help=(
+    "Memory per plate in GB (4 is ample: a plate's prepared images, ~0.8 GB, are held twice while stacked, plus "
+    "the images in flight)."))
 
 prepare_app = typer.Typer(help="Prepare real datasets from their public sources.", no_args_is_help=True)
 
@@ -32,21 +38,14 @@ def _confirm(yes: bool):
     return confirm
 
 
-def _runner(executor: str | None, jobs: int | None, slurm_file: Path | None, slurm_options: dict[str, Any],
-            wait: bool) -> ExecutorOptions | None:
+def _runner(executor: str | None, jobs: int | None, slurm: SlurmConfig | None, wait: bool) -> ExecutorOptions | None:
     """The executor the plates run on (None: this process), from the options of ``bench sweep``'s kind."""
-    given = [k for k, v in slurm_options.items() if v is not None] + (["slurm_config"] if slurm_file else [])
-    if executor != "slurm" and (given or not wait):
-        raise BenchError(f"the SLURM options ({', '.join(given) or 'no_wait'}) apply to --executor slurm only; "
-                         "drop them or add --executor slurm")
     if executor is None:
         if jobs is not None:
             raise BenchError("--jobs applies to --executor local; add --executor local (or drop --jobs)")
         return None
     from ..datasets.jump.executors import ExecutorOptions
-    from ..sweep.slurm_config import slurm_config
 
-    slurm = slurm_config(slurm_file, **slurm_options) if executor == "slurm" else None
     return ExecutorOptions(executor, jobs if jobs is not None else default_jobs(), slurm, wait)
 
 
@@ -106,29 +105,15 @@ def jump(
     jobs: Annotated[int | None, typer.Option(
         "--jobs", "-j", help="Plates at once with --executor local (default: the CPU cores); each reads its "
                              "images with --workers threads.")] = None,
-    slurm_config: Annotated[Path | None, typer.Option(
-        "--slurm-config", help="TOML file of SLURM settings, as for bench sweep (docs/cluster.md); the options "
-                               "below override it.", rich_help_panel=SLURM_PANEL)] = None,
-    partition: Annotated[str | None, typer.Option(help="SLURM partition.", rich_help_panel=SLURM_PANEL)] = None,
-    slurm_time: Annotated[int | None, typer.Option(
-        "--slurm-time", help="Minutes per plate (default 1440).", rich_help_panel=SLURM_PANEL)] = None,
-    cpus: Annotated[int | None, typer.Option(
-        "--cpus", help="CPU cores per plate (default 2).", rich_help_panel=SLURM_PANEL)] = None,
-    mem_gb: Annotated[float | None, typer.Option(
-        "--mem-gb", help="Memory per plate in GB (4 is ample: a plate's prepared images, ~0.8 GB, are held "
-                         "twice while stacked, plus the images in flight).", rich_help_panel=SLURM_PANEL)] = None,
-    array_parallelism: Annotated[int | None, typer.Option(
-        "--array-parallelism", help="Plates of the array running at once (default 32).",
-        rich_help_panel=SLURM_PANEL)] = None,
-    max_retries: Annotated[int | None, typer.Option(
-        "--max-retries", help="Requeues of a preempted or timed-out plate before it is reported failed "
-                              "(default 3).", rich_help_panel=SLURM_PANEL)] = None,
-    slurm_folder: Annotated[Path | None, typer.Option(
-        "--slurm-folder", help="submitit's folder (scripts, logs, jobs.json; default <out>/slurm).",
-        rich_help_panel=SLURM_PANEL)] = None,
-    wait: Annotated[bool, typer.Option(
-        "--wait/--no-wait", help="Follow the SLURM jobs until every plate ended (then write the index), or "
-                                 "submit and return.", rich_help_panel=SLURM_PANEL)] = True,
+    slurm_config: _SLURM.config = None,
+    partition: _SLURM.partition = None,
+    slurm_time: _SLURM.time = None,
+    cpus: _SLURM.cpus = None,
+    mem_gb: _SLURM.mem_gb = None,
+    array_parallelism: _SLURM.array_parallelism = None,
+    max_retries: _SLURM.max_retries = None,
+    slurm_folder: _SLURM.folder = None,
+    wait: _SLURM.wait = True,
 ) -> None:
     """Download and preprocess JUMP-CP (cpg0016) poscon + DMSO sites into a dataset; resumable.
 
@@ -144,10 +129,10 @@ def jump(
         raise BenchError(f"--retries must be >= 1, got {retries}")
     if as_json and not plan_only:
         raise BenchError("--json applies to --plan-only; add --plan-only (or drop --json)")
-    slurm_options = {"partition": partition, "time_min": slurm_time, "cpus_per_task": cpus, "mem_gb": mem_gb,
-                     "array_parallelism": array_parallelism, "max_retries": max_retries,
-                     "folder": str(slurm_folder) if slurm_folder is not None else None}
-    runner = _runner(executor, jobs, slurm_config, slurm_options, wait)
+    slurm = slurm_settings(executor, slurm_config, wait, partition=partition, time_min=slurm_time, cpus_per_task=cpus,
+                           mem_gb=mem_gb, array_parallelism=array_parallelism, max_retries=max_retries,
+                           folder=slurm_folder)
+    runner = _runner(executor, jobs, slurm, wait)
     options = PrepareOptions(root=root, sources=source_list, drop_reference_batches=reference_batch_filter,
                              min_sites=min_sites, out=out, workers=workers, max_plates=max_plates,
                              metadata=metadata, crop=crop, attempts=retries)

@@ -13,11 +13,12 @@ from ..records import DEFAULT_RESULTS
 from ..sealed.limits import DEFAULT_TIME_LIMIT_S
 from .common import handle_errors
 from .run import parse_int_list
+from .slurm_options import slurm_option_types, slurm_settings
 
 if TYPE_CHECKING:  # the plan imports the protocol (torch); load it only when a command runs
     from ..sweep.plan import Plan
 
-SLURM_PANEL = "SLURM (--executor slurm)"
+_SLURM = slurm_option_types("unit", folder_default="<logs>/slurm")
 
 
 def parse_names(text: str | None, default: tuple[str, ...]) -> list[str]:
@@ -106,28 +107,16 @@ def sweep(
     logs: Annotated[Path | None, typer.Option("--logs", help="Folder of the units' logs (default: 'logs' next to "
                                               "the results folder, e.g. leaderboard/logs).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the units to run, in order, and exit.")] = False,
-    slurm_config: Annotated[Path | None, typer.Option("--slurm-config", help="TOML file of SLURM settings "
-                                                      "(docs/cluster.md); the options below override it.",
-                                                      rich_help_panel=SLURM_PANEL)] = None,
-    partition: Annotated[str | None, typer.Option(help="SLURM partition.", rich_help_panel=SLURM_PANEL)] = None,
-    slurm_time: Annotated[int | None, typer.Option("--slurm-time", help="Minutes per unit (default 1440).",
-                                                   rich_help_panel=SLURM_PANEL)] = None,
-    gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs per unit (default 0).",
-                                             rich_help_panel=SLURM_PANEL)] = None,
-    cpus: Annotated[int | None, typer.Option("--cpus", help="CPU cores per unit (default 2).",
-                                             rich_help_panel=SLURM_PANEL)] = None,
-    mem_gb: Annotated[float | None, typer.Option("--mem-gb", help="Memory per unit in GB.",
-                                                 rich_help_panel=SLURM_PANEL)] = None,
-    array_parallelism: Annotated[int | None, typer.Option("--array-parallelism", help="Units of an array running at "
-                                                          "once (default 32).", rich_help_panel=SLURM_PANEL)] = None,
-    max_retries: Annotated[int | None, typer.Option("--max-retries", help="Requeues of a preempted or timed-out "
-                                                    "unit before it is reported failed (default 3).",
-                                                    rich_help_panel=SLURM_PANEL)] = None,
-    slurm_folder: Annotated[Path | None, typer.Option("--slurm-folder", help="submitit's folder (scripts, logs, "
-                                                      "jobs.json; default <logs>/slurm).",
-                                                      rich_help_panel=SLURM_PANEL)] = None,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the SLURM jobs until every unit ended, "
-                                       "or submit and return.", rich_help_panel=SLURM_PANEL)] = True,
+    slurm_config: _SLURM.config = None,
+    partition: _SLURM.partition = None,
+    slurm_time: _SLURM.time = None,
+    gpus: _SLURM.gpus = None,
+    cpus: _SLURM.cpus = None,
+    mem_gb: _SLURM.mem_gb = None,
+    array_parallelism: _SLURM.array_parallelism = None,
+    max_retries: _SLURM.max_retries = None,
+    slurm_folder: _SLURM.folder = None,
+    wait: _SLURM.wait = True,
 ) -> None:
     """Run every METHOD × SPLIT × FOLD × SEED as its own unit (one sealed run and record each; resumable).
 
@@ -138,19 +127,12 @@ def sweep(
     from ..sweep.grid import DEFAULT_METHODS, DEFAULT_SPLITS, RunSettings
     from ..sweep.plan import make_plan
     from ..sweep.runner import check_executor, run_sweep
-    from ..sweep.slurm_config import slurm_config as load_slurm_config
 
-    slurm_options = {"partition": partition, "time_min": slurm_time, "gpus_per_node": gpus, "cpus_per_task": cpus,
-                     "mem_gb": mem_gb, "array_parallelism": array_parallelism, "max_retries": max_retries,
-                     "folder": str(slurm_folder) if slurm_folder is not None else None}
-    if executor != "slurm":
-        given = [k for k, v in slurm_options.items() if v is not None] + (["slurm_config"] if slurm_config else [])
-        if given or not wait:
-            raise BenchError(f"the SLURM options ({', '.join(given) or 'no_wait'}) apply to --executor slurm only; "
-                             f"drop them or add --executor slurm")
+    slurm = slurm_settings(executor, slurm_config, wait, partition=partition, time_min=slurm_time,
+                           gpus_per_node=gpus, cpus_per_task=cpus, mem_gb=mem_gb,
+                           array_parallelism=array_parallelism, max_retries=max_retries, folder=slurm_folder)
     n_jobs = jobs if jobs is not None else default_jobs()
     check_executor(executor, n_jobs)
-    slurm = load_slurm_config(slurm_config, **slurm_options) if executor == "slurm" else None
     seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else ([0] if quick else [0, 1, 2])
     fold_list = parse_int_list(folds, "--folds") if folds is not None else None
     settings = RunSettings.build(results_dir=results, dataset=dataset, split_seed=split_seed, device=device,

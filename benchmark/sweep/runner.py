@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 
 from rich.console import Console
 
@@ -11,10 +10,9 @@ from ..errors import BenchError, UnknownNameError
 from .local import run_debug, run_local
 from .plan import Plan
 from .progress import SweepProgress
-from .slurm_config import SlurmConfig
+from .slurm_config import SUBMITIT_REQUIREMENT, SlurmConfig, require_submitit
 
 EXECUTORS = ("local", "debug", "slurm")
-SUBMITIT_REQUIREMENT = "submitit>=1.5"
 
 
 def check_executor(executor: str, jobs: int) -> None:
@@ -44,21 +42,12 @@ def run_sweep(plan: Plan, executor: str = "local", *, jobs: int = 1, logs: Path 
         with progress:
             run_local(plan, progress, jobs, logs, fresh)
     else:
-        slurm_module = _slurm_module()
+        require_submitit()
+        from .slurm import run_slurm
+
         with progress:
-            slurm_module.run_slurm(plan, progress, slurm or SlurmConfig(), logs, wait)
+            run_slurm(plan, progress, slurm or SlurmConfig(), logs, wait)
     return progress
-
-
-def _slurm_module() -> ModuleType:
-    try:
-        import submitit  # noqa: F401
-    except ImportError:
-        raise BenchError(f"--executor slurm needs submitit: pip install '{SUBMITIT_REQUIREMENT}' "
-                         "(or use --executor local)") from None
-    from . import slurm
-
-    return slurm
 
 
 __all__ = ["EXECUTORS", "SUBMITIT_REQUIREMENT", "check_executor", "run_sweep"]

@@ -17,6 +17,8 @@ from typing import Any
 
 from ..errors import BenchError
 
+SUBMITIT_REQUIREMENT = "submitit>=1.5"
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -123,3 +125,12 @@ def slurm_config(path: Path | None = None, **overrides: Any) -> SlurmConfig:
 
 
 __all__ = ["SlurmConfig", "slurm_config"]
+
+
+def require_submitit() -> None:
+    """Raise an install hint unless submitit imports (``--executor slurm`` of a sweep or a JUMP preparation)."""
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise BenchError(f"--executor slurm needs submitit: pip install '{SUBMITIT_REQUIREMENT}' "
+                         "(or use --executor local)") from None

@@ -26,9 +26,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from ...errors import BenchError
-from ...sweep.runner import SUBMITIT_REQUIREMENT, check_executor
-from ...sweep.slurm_config import SlurmConfig
+from ...sweep.runner import check_executor
+from ...sweep.slurm_config import SlurmConfig, require_submitit
 from .units import FAILED, PlateOutcome, PlateUnit, run_plate_unit
 
 OnOutcome = Callable[[PlateOutcome], None]
@@ -78,7 +77,10 @@ def run_units(units: Sequence[PlateUnit], run: ExecutorOptions, out: Path, conso
     elif run.executor == "local":
         run_local(units, run.jobs, report)
     else:
-        _slurm_module().run_slurm(units, run.slurm, out, run.wait, report, console)
+        require_submitit()
+        from .slurm import run_slurm
+
+        run_slurm(units, run.slurm, out, run.wait, report, console)
     return done
 
 
@@ -108,17 +110,6 @@ def _outcome(future: Future, unit: PlateUnit) -> PlateOutcome:
     except BrokenProcessPool:
         return PlateOutcome(unit.plate_id, FAILED, error="its worker process died before reporting (killed or out of "
                                                          "memory?); the next run redoes the plate")
-
-
-def _slurm_module():
-    try:
-        import submitit  # noqa: F401
-    except ImportError:
-        raise BenchError(f"--executor slurm needs submitit: pip install '{SUBMITIT_REQUIREMENT}' "
-                         "(or use --executor local)") from None
-    from . import slurm
-
-    return slurm
 
 
 __all__ = ["ExecutorOptions", "run_debug", "run_local", "run_units"]
