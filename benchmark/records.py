@@ -22,7 +22,7 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -312,6 +312,42 @@ def verify_predictions(path: Path, data: dict) -> str | None:
     if _sha256(parquet) != info.get("sha256"):
         return f"its predictions file {parquet.name} does not match the SHA-256 in the record"
     return None
+
+
+def load_ok_record(path: Path | str, use: str, fields: Callable[[dict[str, Any]], Any] | None = None) -> Record:
+    """The ok record at ``path`` with an intact predictions file; :class:`DataError` saying what is wrong otherwise.
+
+    ``use`` is what the caller does with it, for the messages ("verify", "draw"); ``fields`` reads
+    the further fields the caller needs (a missing one: the record is corrupt). Refused: a missing
+    path or a folder, an unreadable or older-format record, one lacking its identifying fields, a
+    failed run and one whose predictions file is missing or does not match its SHA-256.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"record {path} does not exist; give the JSON file of a run "
+                        "(<results>/<dataset>-<fingerprint>/<method>/<split>/fold<k>_seed<s>.json)")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give record files (fold<k>_seed<s>.json)")
+    data = read_record(path)
+    if data.get("record_format") != RECORD_FORMAT:
+        raise DataError(f"record {path} has record format {data.get('record_format')}, this version reads "
+                        f"{RECORD_FORMAT}; {use} it with the platebench version that wrote it")
+    record = Record(path, data)
+    try:
+        record.method, record.split, record.fold, record.seed, record.fingerprint, record.status  # noqa: B018
+        data["dataset"]["name"]  # noqa: B018
+        if record.status == "ok" and fields is not None:
+            fields(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"record {path} is corrupt: it lacks field {exc}; restore it from git or recompute it "
+                        "with `bench run`") from None
+    if record.status != "ok":
+        raise DataError(f"record {path} is a failed run ({record.label()}: {data.get('error')}); there is nothing "
+                        f"to {use}; rerun it with `bench run` (its command is in LEADERBOARD.md)")
+    problem = verify_predictions(path, data)
+    if problem:
+        raise DataError(f"record {path} is corrupt: {problem}; restore it from git or recompute it with `bench run`")
+    return record
 
 
 def iter_record_files(results_dir: Path) -> Iterable[Path]:

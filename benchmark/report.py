@@ -23,8 +23,7 @@ import numpy as np
 import polars as pl
 
 from .errors import BenchError, DataError, UnknownNameError
-from .records import (DEFAULT_RESULTS, QUICK, RECORD_FORMAT, Record, load_records, read_predictions, read_record,
-                      verify_predictions)
+from .records import DEFAULT_RESULTS, QUICK, Record, load_ok_record, load_records, read_predictions
 
 TARGET_PART = "out_of_domain"
 """The ``part`` of a predictions table that holds the target plates' images."""
@@ -121,29 +120,7 @@ def find_runs(results: Path, dataset: str, method: str, split: str) -> Runs:
 
 def load_run(path: Path) -> Runs:
     """The one ok record at ``path``; :class:`DataError` saying what is wrong with it otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"record {path} does not exist; give the JSON file of a run "
-                        "(<results>/<dataset>-<fingerprint>/<method>/<split>/fold<k>_seed<s>.json)")
-    data = read_record(path)
-    if data.get("record_format") != RECORD_FORMAT:
-        raise DataError(f"record {path} has record format {data.get('record_format')}, this version reads "
-                        f"{RECORD_FORMAT}; draw it with the platebench version that wrote it")
-    record = Record(path, data)
-    try:
-        record.method, record.split, record.fold, record.seed, record.status  # noqa: B018
-        data["class_names"], data["dataset"]["name"]  # noqa: B018
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"record {path} is corrupt: it lacks field {exc}; restore it from git or recompute it "
-                        "with `bench run`") from None
-    if record.status != "ok":
-        raise DataError(f"record {path} is a failed run ({data.get('error')}); it has no predictions to draw; "
-                        "rerun it with `bench run`")
-    problem = verify_predictions(path, data)
-    if problem:
-        raise DataError(f"record {path} is corrupt: {problem}; restore it from git or recompute it with "
-                        "`bench run`")
-    return Runs([record])
+    return Runs([load_ok_record(path, "draw", lambda data: data["class_names"])])
 
 
 def predictions_of(records: Sequence[Record]) -> pl.DataFrame:

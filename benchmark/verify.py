@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import BenchError, DataError
 from .leaderboard_tables import _by_fold, _num
 from .metrics import bootstrap_ci
-from .records import (DEFAULT_RESULTS, QUICK, RECORD_FORMAT, Record, json_safe, load_records, read_record,
-                      verify_predictions)
+from .records import DEFAULT_RESULTS, QUICK, Record, json_safe, load_ok_record, load_records, read_record
 
 if TYPE_CHECKING:  # the protocol imports torch: loaded only when something is re-run
     from .datasets import Dataset
@@ -109,36 +108,17 @@ def compare_metrics(committed: Mapping[str, Any], rerun: Mapping[str, Any]) -> l
 def load_verifiable(path: Path | str) -> Record:
     """The ok record at ``path``; :class:`DataError` saying why it cannot be verified otherwise.
 
-    Refused: a missing path or a folder, an unreadable or older-format record, one lacking its
-    identifying fields, a failed run (nothing to compare) and one whose predictions file is
-    missing or does not match its SHA-256.
+    Refused (:func:`~benchmark.records.load_ok_record`): a missing path or a folder, an unreadable or
+    older-format record, one lacking the fields a re-run needs, a failed run (nothing to compare) and
+    one whose predictions file is missing or does not match its SHA-256.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"record {path} does not exist; give the JSON file of a run "
-                        f"(<results>/<dataset>-<fingerprint>/<method>/<split>/fold<k>_seed<s>.json) or use --sample N")
     if path.is_dir():
         raise DataError(f"{path} is a folder; give record files (fold<k>_seed<s>.json), "
                         f"or --sample N --results {path} to pick some of its records")
-    data = read_record(path)
-    if data.get("record_format") != RECORD_FORMAT:
-        raise DataError(f"record {path} has record format {data.get('record_format')}, this version reads "
-                        f"{RECORD_FORMAT}; verify it with the platebench version that wrote it")
-    record = Record(path, data)
-    try:
-        record.method, record.split, record.fold, record.seed, record.fingerprint, record.status  # noqa: B018
-        data["method"]["config"], data["split"]["split_seed"], data["dataset"]["name"]  # noqa: B018
-        if record.status == "ok":
-            data["metrics"]["out_of_domain"], data["metrics"]["in_domain"], data["predictions"]["sha256"]  # noqa: B018
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"record {path} is corrupt: it lacks field {exc}; it can not be re-run") from None
-    if record.status != "ok":
-        raise DataError(f"record {path} is a failed run ({record.label()}: {data.get('error')}); it has no "
-                        "metrics to verify; rerun it with `bench run` (its command is in LEADERBOARD.md)")
-    problem = verify_predictions(path, data)
-    if problem:
-        raise DataError(f"record {path} is corrupt: {problem}; restore it from git, or rerun it with `bench run`")
-    return record
+    return load_ok_record(path, "verify", lambda data: (data["method"]["config"], data["split"]["split_seed"],
+                                                        data["metrics"]["out_of_domain"],
+                                                        data["metrics"]["in_domain"], data["predictions"]["sha256"]))
 
 
 def fit_seconds(record: Record) -> float:

@@ -271,7 +271,7 @@ def test_usage_errors_exit_1_with_a_message(tmp_path, args, message):
 def test_a_failed_record_and_a_missing_fold_are_refused(tmp_path):
     failed = write_fake(tmp_path / "res", "erm", 0, 1, None, status="failed")
     r = bench("report", "--record", failed)
-    assert r.exit_code == 1 and f"error: record {failed} is a failed run (boom)" in r.stderr
+    assert r.exit_code == 1 and f"error: record {failed} is a failed run (erm source_out fold 0 seed 1: boom)" in r.stderr
     write_fake(tmp_path / "res", "erm", 0, 0, predictions())
     r = bench("report", "-m", "erm", "-s", "source_out", "--results", tmp_path / "res", "--dataset", "toyfake",
               "--fold", "3", "--out", tmp_path / "out")

@@ -115,7 +115,7 @@ def test_a_failed_record_is_refused(res):
     r = bench("verify", failed.path)
     assert r.exit_code == 1
     assert r.stderr.startswith(f"error: record {failed.path} is a failed run (_test_seed_fail source_out fold 0 "
-                               "seed 1: fit raised RuntimeError: seed 1 is cursed); it has no metrics to verify")
+                               "seed 1: fit raised RuntimeError: seed 1 is cursed); there is nothing to verify")
 
 
 @pytest.mark.parametrize("damage, message", [
