@@ -11,18 +11,17 @@ Pure functions: an index table and image ids in, image ids out.
 
 from __future__ import annotations
 
-import hashlib
 
 import numpy as np
 import polars as pl
 
 from .errors import BenchError
+from .seeding import name_key
 
 
 def plate_rng(plate: str, seed: int = 0) -> np.random.Generator:
     """A generator keyed by ``seed`` and the plate's name (stable across processes and Python versions)."""
-    key = int.from_bytes(hashlib.sha256(plate.encode()).digest()[:8], "little")
-    return np.random.default_rng([seed, key])
+    return np.random.default_rng([seed, name_key(plate)])
 
 
 def choose_classes(plate: str, classes: np.ndarray | list[int], n_classes: int = 2, seed: int = 0) -> list[int]:

@@ -22,7 +22,7 @@ plates, and the **correction metrics** (:mod:`benchmark.correction_metrics`) are
 on the uncorrected and the corrected well profiles, with the source (lab) as the batch; they go
 into the fit report, hence into every run record (``fit_report.correction_metrics``). The
 uncorrected scores, shared by every method of a fold and seed, are kept in the fold's models
-folder (:mod:`~benchmark.core.score_cache`).
+folder (:mod:`~benchmark.correction_metrics_cache`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import torch
 
 from ..constants import DMSO_LABEL, N_CLASSES
 from ..correction_metrics import correction_scores
+from ..correction_metrics_cache import cached_scores
 from ..datasets.dataset import LabelledImages, PlateView
 from ..errors import MethodError
 from ..methods.base import Method, MethodConfig
@@ -45,7 +46,6 @@ from .profile_cache import EmbeddingCache
 from .profile_corrections import Correction, Transform
 from .profile_data import TARGET, UNKNOWN, Profiles, concat, profiles_of, well_profiles
 from .profile_features import Featuriser, load_featuriser
-from .score_cache import cached_scores
 from .source_cache import current_fold
 from .training import SELECTION_RULE
 
@@ -126,7 +126,7 @@ def metrics_before_after(raw: Profiles, corrected: Profiles, seed: int, folder: 
     """Correction metrics of the labelled plates' well profiles, uncorrected and corrected.
 
     The uncorrected scores, the same for every profile method of a fold, seed and featuriser, are
-    kept in ``folder`` (the fold's models folder; :mod:`~benchmark.core.score_cache`) when given.
+    kept in ``folder`` (the fold's models folder; :mod:`~benchmark.correction_metrics_cache`) when given.
     """
     out: dict[str, Any] = {"level": "well (mean over sites)", "plates": "training and validation",
                            "batch": METRICS_BATCH, "dmso": "excluded from batch and label scores"}

@@ -14,7 +14,6 @@ restores the source weights afterwards, so nothing carries over from one plate (
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..seeding import plate_entropy
 from .bn import bn_layers, set_bn_mode
 from .bn_policies import NormSource, PlateNorm
 from .network import Network
@@ -92,7 +92,7 @@ class TestTimeOptimisation(NormSource):
 
 def pass_generator(seed: int, plate: str) -> np.random.Generator:
     """The generator of one plate's pass, from the fit seed and a stable hash (CRC-32) of the plate's name."""
-    return np.random.default_rng([seed, zlib.crc32(plate.encode())])
+    return np.random.default_rng(plate_entropy(seed, plate))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ same plate.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..datasets.dataset import Dataset
 from ..methods.base import AccessLevel
+from ..seeding import name_key
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,7 @@ class Scenario(Protocol):
 
 def case_rng(scenario: str, level: str, plate: str) -> np.random.Generator:
     """The generator of one (scenario, level, plate): stable across methods, seeds, folds and processes."""
-    digest = hashlib.sha256(f"platebench-scenario|{scenario}|{level}|{plate}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    return np.random.default_rng(name_key(f"platebench-scenario|{scenario}|{level}|{plate}"))
 
 
 __all__ = ["PlateCase", "Scenario", "case_rng"]

@@ -1,4 +1,4 @@
-"""The memo of the uncorrected profiles' correction metrics (benchmark.core.score_cache)."""
+"""The memo of the uncorrected profiles' correction metrics (benchmark.correction_metrics_cache)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from benchmark.core.profile_data import concat, profiles_of
-from benchmark.core.score_cache import cached_scores, scores_key
+from benchmark.correction_metrics_cache import cached_scores, scores_key
 
 
 def _wells(seed=0, n=12):

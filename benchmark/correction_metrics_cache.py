@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import correction_metrics
-from .profile_data import Profiles
+from . import correction_metrics
+from .core.profile_data import Profiles
 
 FORMAT = 1
 PREFIX = "scores"
