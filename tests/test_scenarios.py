@@ -248,3 +248,40 @@ def test_cli_scenarios_option_errors_name_the_scenario(toy_dataset, tmp_path):
     assert ok.exit_code == 0, ok.output
     (record,) = tmp_path.rglob("fold0_seed0.json")
     assert json.loads(record.read_text())["scenarios"] == {}
+
+
+class _FirstThree:
+    """An experiment's own scenario: the first 3 treated images of every plate, without its DMSO."""
+
+    name, levels, description = "first_three", ("3",), "the first 3 treated images of every plate"
+
+    def not_applicable(self, dataset):
+        return None
+
+    def plain_level(self, dataset):
+        return None
+
+    def unchanged_for(self, access):
+        return False
+
+    def describe_level(self, level):
+        return "3 images"
+
+    def cases(self, dataset, level, plate, treated_ids, control_ids):
+        from benchmark.scenarios.base import PlateCase
+
+        return [PlateCase(plate, np.sort(treated_ids)[:3], control_ids[:0], dataset)]
+
+
+def test_a_scenario_object_runs_like_a_registered_one(toy_dataset, fold):
+    from benchmark.evaluation import LocalHost
+    from benchmark.scenarios.runner import run_scenarios
+
+    method = get_method("_test_centroid")()
+    train, val = toy_dataset.labelled(toy_dataset.index[fold.train_ids]), toy_dataset.labelled(toy_dataset.index[fold.val_ids])
+    method.fit(train, val, 0)
+    blocks = run_scenarios(LocalHost(method, toy_dataset, fold, fitted=True), toy_dataset, fold, 0, 0, [_FirstThree()],
+                           {}, 1.0)
+    level = blocks["first_three"]["levels"]["3"]
+    assert level["status"] == "ok" and level["n_calls"] == len(target_plates(toy_dataset, fold))
+    assert level["metrics"]["n_images"] == 3 * level["n_calls"] and level["controls_per_call"]["max"] == 0

@@ -46,17 +46,20 @@ def target_plates(dataset: Dataset, fold: Fold) -> dict[str, tuple[np.ndarray, n
     return out
 
 
-def run_scenarios(host: Any, dataset: Dataset, fold: Fold, seed: int, split_seed: int, names: Sequence[str],
-                  plain: dict[str, Any], fit_s: float) -> dict[str, Any]:
+def run_scenarios(host: Any, dataset: Dataset, fold: Fold, seed: int, split_seed: int,
+                  names: Sequence[str | Scenario], plain: dict[str, Any], fit_s: float) -> dict[str, Any]:
     """One block per scenario (``{name: {description, levels: {level: block}}}``) for the fitted ``host``.
 
-    ``plain`` is the plain evaluation's out-of-domain metrics (copied into ``plain`` and
-    ``unchanged`` levels); ``fit_s`` the fit's seconds (each level reports its share of it).
+    ``names`` are registered scenarios or scenario objects (an experiment's own, e.g.
+    ``scripts/label_shift_per_class.py``); ``plain`` is the plain evaluation's out-of-domain
+    metrics (copied into ``plain`` and ``unchanged`` levels); ``fit_s`` the fit's seconds (each
+    level reports its share of it).
     """
     plates = target_plates(dataset, fold)
     out: dict[str, Any] = {}
     for name in names:
-        scenario = get_scenario(name)
+        scenario = get_scenario(name) if isinstance(name, str) else name
+        name = scenario.name
         levels = {}
         for level in scenario.levels:
             levels[level] = _level_block(host, dataset, fold, seed, split_seed, scenario, level, plates, plain, fit_s)
