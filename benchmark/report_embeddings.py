@@ -211,10 +211,10 @@ def profile_embeddings(record: Record, predictions: pl.DataFrame, *, dataset: st
 
 def embedding_figure_of(record: Record, predictions: pl.DataFrame, out: Path, *, dataset: str | None = None,
                         max_images: int = MAX_IMAGES, device: str = "cpu") -> tuple[Path, Embeddings]:
-    """Draw :func:`benchmark.report.embedding_figure` of ``record`` to ``out / "embeddings.png"``; return its path
+    """Draw :func:`benchmark.report_figures.embedding_figure` of ``record`` to ``out / "embeddings.png"``; return its path
     and the embeddings."""
     from .leaderboard_figure import save_figure
-    from .report import DPI, embedding_figure
+    from .report_figures import DPI, embedding_figure
 
     emb = profile_embeddings(record, predictions, dataset=dataset, max_images=max_images, device=device)
     n_target = int((emb.meta["role"] == "target").sum())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _method_data import RANDOM_FEATURES, shifted, split, view
+from _method_data import RANDOM_FEATURES, split, view
 from benchmark.errors import MethodError
 from benchmark.methods.fm_tvn import FMTVN
 
