@@ -8,9 +8,10 @@ From the predictions of every record of a method and split (or of one record):
   (lab) and then batch, one column per seed and their mean, so a failing lab or plate stands out.
 
 For a profile method, :mod:`benchmark.report_embeddings` adds the embeddings of a subsample of
-images before and after correction (:func:`benchmark.report_figures.embedding_figure`). Finding and
-checking records does file I/O; the table functions here and the figures of
-:mod:`benchmark.report_figures` are pure (polars frames and arrays in, a table or a figure out).
+images before and after correction (:func:`benchmark.report_figures.embedding_figure`). This module
+finds and checks the records (file I/O) and writes the figures; the tables
+(:mod:`benchmark.report_tables`) and the figures (:mod:`benchmark.report_figures`) are pure
+functions (polars frames and arrays in, a table or a figure out).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -26,8 +26,6 @@ import polars as pl
 from .errors import BenchError, DataError, UnknownNameError
 from .records import DEFAULT_RESULTS, QUICK, Record, load_ok_record, load_records, read_predictions
 
-TARGET_PART = "out_of_domain"
-"""The ``part`` of a predictions table that holds the target plates' images."""
 DEFAULT_OUT = Path("leaderboard") / "figures" / "report"
 """Where ``bench report`` writes its figures by default (one folder per method and split, or per record)."""
 
@@ -136,65 +134,6 @@ def predictions_of(records: Sequence[Record]) -> pl.DataFrame:
     return pl.concat(frames, how="vertical_relaxed")
 
 
-# ----------------------------------------------------------------------------- tables
-
-def target_rows(predictions: pl.DataFrame) -> pl.DataFrame:
-    """The target (out-of-domain) images of a predictions table."""
-    return predictions.filter(pl.col("part") == TARGET_PART)
-
-
-def confusion_counts(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    """``(n_classes, n_classes)`` counts: row = true class, column = predicted class."""
-    labels, predicted = np.asarray(labels, np.int64), np.asarray(predicted, np.int64)
-    return np.bincount(labels * n_classes + predicted, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
-def row_shares(counts: np.ndarray) -> np.ndarray:
-    """Each row of ``counts`` divided by its sum (a row without images stays 0)."""
-    totals = counts.sum(axis=1, keepdims=True)
-    return np.divide(counts, totals, out=np.zeros(counts.shape, dtype=np.float64), where=totals > 0)
-
-
-def plate_accuracy(predictions: pl.DataFrame) -> pl.DataFrame:
-    """Accuracy of every target plate in every run: ``source, batch, plate, fold, seed, n_images, accuracy``."""
-    return (target_rows(predictions)
-            .group_by("source", "batch", "plate", "fold", "seed")
-            .agg(n_images=pl.len(), accuracy=(pl.col("label") == pl.col("predicted")).mean())
-            .sort("source", "batch", "plate", "fold", "seed"))
-
-
-@dataclass(frozen=True)
-class PlateGrid:
-    """The plate heatmap: ``values[i, j]`` is the accuracy of row ``i`` of ``rows`` in seed ``seeds[j]``."""
-
-    rows: pl.DataFrame  # source, batch, plate, fold; sorted by source, then batch, plate and fold
-    seeds: list[int]
-    values: np.ndarray  # NaN where a plate has no run of that seed
-
-
-def plate_grid(table: pl.DataFrame) -> PlateGrid:
-    """The heatmap of a :func:`plate_accuracy` table: one row per (plate, fold), one column per seed."""
-    rows = table.select("source", "batch", "plate", "fold").unique().sort("source", "batch", "plate", "fold")
-    seeds = sorted(table["seed"].unique().to_list())
-    where = {key: i for i, key in enumerate(rows.iter_rows())}
-    values = np.full((len(rows), len(seeds)), np.nan)
-    for source, batch, plate, fold, seed, accuracy in table.select("source", "batch", "plate", "fold", "seed",
-                                                                   "accuracy").iter_rows():
-        values[where[(source, batch, plate, fold)], seeds.index(seed)] = accuracy
-    return PlateGrid(rows, seeds, values)
-
-
-def group_spans(keys: Sequence[Any]) -> list[tuple[Any, int, int]]:
-    """``(key, first, last)`` of every run of equal consecutive ``keys``."""
-    spans: list[tuple[Any, int, int]] = []
-    for i, key in enumerate(keys):
-        if spans and spans[-1][0] == key:
-            spans[-1] = (key, spans[-1][1], i)
-        else:
-            spans.append((key, i, i))
-    return spans
-
-
 # ----------------------------------------------------------------------------- the report
 
 def run_title(runs: Runs) -> str:
@@ -210,6 +149,7 @@ def prediction_figures(runs: Runs, out: Path) -> list[Path]:
     """Write the confusion matrix and the plate heatmap of ``runs`` into ``out``; return their paths."""
     from .leaderboard_figure import save_figure
     from .report_figures import DPI, confusion_figure, plate_figure
+    from .report_tables import confusion_counts, plate_accuracy, plate_grid, target_rows
 
     predictions = target_rows(predictions_of(runs.records))
     if predictions.is_empty():

@@ -2,7 +2,7 @@
 
 Pure functions: arrays and polars frames in, a matplotlib figure out (drawn with the Agg backend,
 saved by :func:`benchmark.leaderboard_figure.save_figure`). The tables they draw come from
-:mod:`benchmark.report`.
+:mod:`benchmark.report_tables`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .report import PlateGrid, group_spans, row_shares
+from .report_tables import PlateGrid, group_spans, row_shares
 
 DPI = 120
 """Resolution of every report figure."""

@@ -22,7 +22,7 @@ from benchmark.leaderboard_figure import save_figure
 from benchmark.methods.base import AccessLevel
 from benchmark.records import RECORD_FORMAT, load_records, predictions_path, record_path, write_record
 from benchmark.registry import register_method, unregister_method
-from benchmark.report import confusion_counts, group_spans, plate_accuracy, plate_grid, row_shares
+from benchmark.report_tables import confusion_counts, group_spans, plate_accuracy, plate_grid, row_shares
 from benchmark.report_figures import confusion_figure, embedding_figure, pca_2d, plate_figure
 from benchmark.report_embeddings import sample_rows
 
