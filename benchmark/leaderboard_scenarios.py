@@ -224,7 +224,9 @@ def scenario_sections(records: list[Record], baseline: str, figure_path: Any = N
             if any(r.method == baseline and r.split == split for r in rs):
                 lines += [f"**{SPLIT_LABELS[split]}, Δ accuracy vs `{baseline}`** [95% CI]", ""]
                 lines += delta_table(rs, name, split, baseline) + [""]
-        lines += ["**Cost** of the scenario's scored levels (levels marked `plain` or `unchanged` cost nothing)",
+        lines += ["**Cost** of the scenario's scored levels (levels marked `plain` or `unchanged` cost nothing). "
+                  "A scored level is one adapt/predict call per target plate (or per group, under `support`), "
+                  "whatever the training budget: its share of the training time falls as the budget grows.",
                   ""] + cost_table(rs, name, baseline) + [""]
         failures = level_failures(rs, name)
         if failures:
