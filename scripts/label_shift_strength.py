@@ -66,6 +66,13 @@ def strength_dataset(strength: float):
     return open_dataset(folder, verify="size")
 
 
+def image_log_means(dataset, ids: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """Per image and channel, the mean of log(1 + pixel); read ``chunk`` images at a time (real plates are large)."""
+    images = dataset.image_array(ids)
+    return np.concatenate([np.log1p(np.asarray(images[i:i + chunk], dtype=np.float32)).mean(axis=(2, 3), dtype=np.float64)
+                           for i in range(0, len(ids), chunk)])
+
+
 def input_shifts(dataset) -> dict[str, float]:
     """RMS compound, lab and null shift of per-plate, per-channel mean log intensity (see the module docstring).
 
@@ -77,8 +84,7 @@ def input_shifts(dataset) -> dict[str, float]:
     dmso = int(index.filter(pl.col("is_control"))["label"][0])
     compound, null, dmso_mean, source_of = [], [], {}, {}
     for (plate,), rows in index.sort("image_id").group_by(["plate"], maintain_order=True):
-        pixels = np.log1p(np.asarray(dataset.image_array(rows["image_id"].to_numpy())[:], dtype=np.float32))
-        image_means = pixels.mean(axis=(2, 3), dtype=np.float64)
+        image_means = image_log_means(dataset, rows["image_id"].to_numpy())
         labels, wells = rows["label"].to_numpy(), rows["well"].to_numpy()
         control = labels == dmso
         dmso_mean[plate], source_of[plate] = image_means[control].mean(axis=0), rows["source"][0]
