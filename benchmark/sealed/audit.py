@@ -85,8 +85,10 @@ class Policy:
     allowed : folders inside protected ones that may be read (this run's sealed fold folder).
     files : resolved path -> description, for the protected files worth naming (index, shards).
     inodes : (st_dev, st_ino) -> resolved path of every protected file and folder (hard links).
-    sockets : socket addresses the method may not connect to (the forkserver's).
-    pids : processes the method may not signal (the evaluator, the forkserver).
+    sockets : socket addresses the method may not connect to.
+    pids : processes the method may not signal (the evaluator, the zygote).
+    readable, writable : the allowlist (resolved folders), when given: nothing outside ``readable`` may be
+        read and nothing outside ``writable`` written, protected or not (the same allowlist as Landlock's).
     """
 
     protected: tuple[tuple[str, str], ...]
@@ -95,6 +97,8 @@ class Policy:
     inodes: Mapping[tuple[int, int], str] = field(default_factory=dict)
     sockets: tuple[str, ...] = ()
     pids: tuple[int, ...] = ()
+    readable: tuple[str, ...] = ()
+    writable: tuple[str, ...] = ()
 
     def bases(self) -> tuple[str, ...]:
         """Folders a relative path may have been opened from (a directory descriptor): the ancestors of the
@@ -133,9 +137,10 @@ class Hook:
     def __call__(self, event: str, args: tuple) -> None:
         if event in _PATH_EVENTS:
             positions, verb = _PATH_EVENTS[event]
+            writes = event not in _READ_EVENTS or (event == "open" and _opens_for_writing(args))
             for i in positions:
                 if i < len(args):
-                    problem = self.path_problem(args[i], verb)
+                    problem = self.path_problem(args[i], verb) or self.outside_problem(args[i], verb, writes)
                     if problem:
                         self.violation(problem)
         elif event == "mmap.__new__":
@@ -197,6 +202,24 @@ class Hook:
                 return f"{verb} {text} (a link to {target}, {self.policy.files.get(target) or self._protected(target)})"
         return None
 
+    def outside_problem(self, path: Any, verb: str, writes: bool) -> str | None:
+        """Whether ``path`` lies outside the allowlist (``writable`` for a write, else ``readable`` or
+        ``writable``); None when the policy has no allowlist or the path is inside it."""
+        if not (self.policy.readable or self.policy.writable):
+            return None
+        text = _as_text(path)
+        if text is None:
+            return None
+        absolute = text if os.path.isabs(text) else _join_cwd(text)
+        if absolute is None:
+            return None
+        real = os.path.realpath(os.path.normpath(absolute))
+        roots = self.policy.writable if writes else (*self.policy.readable, *self.policy.writable)
+        if any(_under(real, root) for root in roots):
+            return None
+        where = "write outside the run's scratch folder" if writes else "read outside what the worker is given"
+        return f"{verb} {text} ({where}: Python, platebench, the method's package and its fold's sealed store)"
+
     def _protected(self, path: str) -> str | None:
         for root, what in self.policy.protected:
             if _under(path, root) and not self._allowed(path):
@@ -215,6 +238,19 @@ class Hook:
         if pid == os.getpid() or os.path.isdir(f"/proc/self/task/{pid}"):
             return None
         return f"{verb} {text} (the /proc entry of another process, {pid}; the evaluator's memory holds the labels)"
+
+
+_READ_EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def _opens_for_writing(args: tuple) -> bool:
+    """Whether an ``open`` audit event (path, mode, flags) opens for writing."""
+    mode = args[1] if len(args) > 1 else None
+    flags = args[2] if len(args) > 2 else 0
+    if isinstance(mode, str) and any(c in mode for c in "wax+"):
+        return True
+    return isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
 
 
 def _as_text(path: Any) -> str | None:

@@ -1,9 +1,8 @@
 """What a sealed worker may not touch, computed by the evaluator from the dataset and the cache.
 
-:func:`protected_files` walks the dataset folder and the platebench cache once and
-names every file in them (and its inode, so a hard link elsewhere is recognised);
-:func:`run_policy` cuts that down for one run: everything except the run's own
-sealed fold folder and the fold's source-model folder beside it.
+:func:`protected_files` names the dataset folder, the platebench cache and the dataset's own files (for
+clear messages); :func:`run_policy` gives one run its allowlist: the code it runs, its own sealed fold folder
+and, for a built-in method, the fold's source-model folder beside it (read-only: the evaluator writes it).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from ..datasets.dataset import INDEX_FILE, META_FILE, Dataset
 from ..errors import BenchError
 from ..paths import CACHE_ENV
 from .audit import Policy
-from .foldstore import MODELS_DIR, SEALED_DIR, models_path
+from .foldstore import MODELS_DIR, SEALED_DIR
 
 INDEX_WHAT = "the full dataset index, which holds target labels"
 META_WHAT = "the full dataset's manifest"
@@ -36,35 +35,27 @@ class ProtectedFiles:
 
 
 def protected_files(dataset: Dataset, cache: Path) -> ProtectedFiles:
-    """Walk the dataset folder and the cache (resolved) and describe what is in them."""
+    """The dataset folder and the cache (resolved), with the dataset's own files named for messages.
+
+    The worker's allowlist (Landlock, the audit hook) already keeps everything else out of reach; the names
+    only make a refusal say what was tried."""
     root, cache_root = os.path.realpath(dataset.root), os.path.realpath(cache)
     files: dict[str, str] = {os.path.join(root, INDEX_FILE): INDEX_WHAT, os.path.join(root, META_FILE): META_WHAT}
     for info in dataset.meta.shards:
         files[os.path.realpath(os.path.join(root, info.file))] = "a pixel shard of the full dataset"
-    inodes: dict[tuple[int, int], str] = {}
-    for folder in (root, cache_root):
-        for path in _walk(folder):
-            files.setdefault(path, SEALED_WHAT if _under(path, os.path.join(cache_root, SEALED_DIR))
-                             else MODELS_WHAT if _under(path, os.path.join(cache_root, MODELS_DIR)) else "")
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            inodes[(st.st_dev, st.st_ino)] = path
-    folders = ((root, DATASET_WHAT), (cache_root, CACHE_WHAT))
-    return ProtectedFiles(folders, {p: w for p, w in files.items() if w}, inodes)
+    folders = ((root, DATASET_WHAT), (os.path.join(cache_root, SEALED_DIR), SEALED_WHAT),
+               (os.path.join(cache_root, MODELS_DIR), MODELS_WHAT), (cache_root, CACHE_WHAT))
+    return ProtectedFiles(folders, files, {})
 
 
-def run_policy(protected: ProtectedFiles, sealed_folder: Path, pids: tuple[int, ...] = (),
-               sockets: tuple[str, ...] = ()) -> Policy:
-    """The policy of one run: ``protected`` minus ``sealed_folder`` (which the worker reads) and the fold's
-    source-model folder beside it (which the worker reads and writes: :func:`~.foldstore.models_path`)."""
-    models = models_path(sealed_folder)
-    allowed = (os.path.realpath(sealed_folder), *([str(models)] if models is not None else []))
-    keep = {k: p for k, p in protected.inodes.items() if not any(_under(p, a) for a in allowed)}
-    files = {p: w for p, w in protected.files.items() if not any(_under(p, a) for a in allowed)}
-    return Policy(protected=protected.folders, allowed=allowed, files=files, inodes=keep,
-                  sockets=tuple(sockets), pids=tuple(pids))
+def run_policy(protected: ProtectedFiles, sealed_folder: Path, models: Path | None, readable: list[str],
+               pids: tuple[int, ...] = ()) -> Policy:
+    """The policy of one run: it may read ``readable`` (code), its ``sealed_folder`` and, for a built-in method,
+    its fold's ``models`` folder; nothing else of the dataset or the cache (the worker adds its scratch folder
+    as the one place it may write)."""
+    allowed = (os.path.realpath(sealed_folder), *([os.path.realpath(models)] if models is not None else []))
+    return Policy(protected=protected.folders, allowed=allowed, files=dict(protected.files), inodes={},
+                  pids=tuple(pids), readable=(*readable, *allowed))
 
 
 def check_environment(protected: ProtectedFiles, paths: list[str]) -> None:
@@ -76,13 +67,6 @@ def check_environment(protected: ProtectedFiles, paths: list[str]) -> None:
                 raise BenchError(f"{real} (Python or platebench itself) lies inside {folder}, which a sealed worker "
                                  f"may not read; keep the dataset and ${CACHE_ENV} outside the Python environment "
                                  f"and the code (e.g. export {CACHE_ENV}=~/.cache/platebench)")
-
-
-def _walk(folder: str) -> list[str]:
-    out = [folder]
-    for dirpath, dirnames, filenames in os.walk(folder):
-        out += [os.path.join(dirpath, d) for d in dirnames] + [os.path.join(dirpath, f) for f in filenames]
-    return out
 
 
 def _under(path: str, folder: str) -> bool:

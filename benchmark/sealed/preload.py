@@ -1,9 +1,9 @@
-"""What the forkserver imports once, so that every sealed worker forked from it starts in milliseconds.
+"""What the zygote imports once, so that every sealed worker forked from it starts in milliseconds.
 
 Only label-free code: the numeric libraries, platebench's harness and the built-in
 methods. Plugins are never imported here: a worker imports them itself, under its
 audit hook. Each import is tried on its own, so a library that fails to import costs
-its workers that import later, never the forkserver.
+its workers that import later, never the zygote.
 
 It also runs one tiny training step of a small ResNet (:func:`warm_torch`): torch's
 first forward and backward pass in a process costs about a second of one-time set-up,

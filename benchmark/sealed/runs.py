@@ -1,28 +1,73 @@
-"""Sealed runs on one dataset: each fold's store built once, a policy and a worker per run.
+"""Sealed runs on one dataset: each fold's store built once, one sandboxed zygote, a policy and a worker per run.
 
-:class:`SealedRuns` is what the protocol runner and the conformance check use: it starts
-the forkserver early (:func:`~benchmark.sealed.executor.warm_up`), builds or reuses the
-sealed fold stores (:mod:`benchmark.sealed.foldstore`), walks the dataset folder and the
-cache to know what to protect (:mod:`benchmark.sealed.policy`), and hands out one
-:class:`~benchmark.sealed.executor.SealedHost` per (method, fold, seed) run.
+:class:`SealedRuns` is what the protocol runner and the conformance check use: it starts the zygote early (in
+the strongest sandbox the machine allows, :mod:`benchmark.sealed.sandbox`), builds or reuses the sealed fold
+stores (:mod:`benchmark.sealed.foldstore`), and hands out one :class:`~benchmark.sealed.executor.SealedHost`
+per (method, fold, seed) run. A method whose package lies outside what the running zygote can read (a plugin
+installed elsewhere, a test's module) gets a zygote of its own that can read it.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..datasets.dataset import Dataset
-from ..methods.base import Method, MethodConfig
 from ..paths import cache_dir
 from ..splits import Fold
 from .executor import SealedHost
-from .forkserver import forkserver_facts, warm_up
-from .foldstore import SealedFold, ensure_sealed_fold
+from .foldstore import MODELS_DIR, SEALED_DIR, SealedFold, ensure_sealed_fold, models_path
 from .limits import Limits
 from .policy import ProtectedFiles, check_environment, protected_files, run_policy
+from .sandbox import choose, module_folder, readable_code
+from .zygote_client import ZygoteProcess
+
+BUILT_IN = "benchmark.methods."
+
+_ZYGOTES: dict[tuple[str, tuple[str, ...]], ZygoteProcess] = {}
+"""Zygotes of this process by (sandbox kind, what they read): started once, reused by every SealedRuns."""
+
+
+def zygote_for(kind: str, readable: tuple[str, ...]) -> ZygoteProcess:
+    """The zygote of this process that reads ``readable`` in sandbox ``kind`` (started on first use)."""
+    key = (kind, readable)
+    zygote = _ZYGOTES.get(key)
+    if zygote is None or not zygote.alive():
+        if zygote is not None:
+            zygote.stop()
+        zygote = ZygoteProcess(kind, readable)
+        zygote.start()
+        _ZYGOTES[key] = zygote
+    return zygote
+
+
+@atexit.register
+def stop_zygotes() -> None:
+    """Stop every zygote of this process (at exit; tests call it too)."""
+    for zygote in _ZYGOTES.values():
+        zygote.stop()
+    _ZYGOTES.clear()
+
+
+def warm_up(cache: Path | None = None) -> None:
+    """Start the zygote of the built-in methods now (it imports torch while the caller does other work)."""
+    kind, _ = choose()
+    zygote_for(kind, _zygote_reads(Path(cache) if cache is not None else cache_dir(), ()))
+
+
+def _zygote_reads(cache: Path, modules: tuple[str, ...]) -> tuple[str, ...]:
+    """What a zygote binds read-only: the code, and the cache's sealed stores and models (each worker then
+    narrows this to its own fold with Landlock)."""
+    roots = []
+    for sub in (SEALED_DIR, MODELS_DIR):
+        folder = cache / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        roots.append(os.path.realpath(folder))
+    return tuple(sorted({*readable_code(modules), *roots}))
 
 
 class SealedRuns:
@@ -30,9 +75,10 @@ class SealedRuns:
 
     def __init__(self, dataset: Dataset, split_seed: int = 0, limits: Limits = Limits(), cache: Path | None = None,
                  log: Callable[[str], None] | None = None):
-        warm_up()
         self.dataset, self.split_seed, self.limits = dataset, split_seed, limits
         self.cache = Path(cache) if cache is not None else cache_dir()
+        self.kind, self.why = choose()
+        zygote_for(self.kind, _zygote_reads(self.cache, ()))
         self._say = log or (lambda _line: None)
         self._stores: dict[tuple[str, int], SealedFold] = {}
         self._protected: ProtectedFiles | None = None
@@ -43,23 +89,24 @@ class SealedRuns:
         if key not in self._stores:
             self._stores[key] = ensure_sealed_fold(self.dataset, fold, self.split_seed, self.cache)
             self._say(self._stores[key].describe())
-            self._protected = None  # a new store: walk again
         return self._stores[key]
 
-    def host(self, method_cls: type[Method], config: MethodConfig, fold: Fold, device: str = "cpu",
-             verbose: bool = False) -> SealedHost:
-        """A sealed worker host for one run of ``method_cls`` on ``fold`` (start it with ``with``)."""
+    def host(self, info: Any, fold: Fold, device: str = "cpu", verbose: bool = False) -> SealedHost:
+        """A sealed worker host for one run of the method ``info`` (a MethodInfo) on ``fold`` (start it with ``with``)."""
         store = self.store(fold)
         if self._protected is None:
             self._protected = protected_files(self.dataset, self.cache)
-            check_environment(self._protected, [sys.prefix, *_code_folders()])
-        pids, sockets = forkserver_facts()
-        policy = run_policy(self._protected, store.root, (os.getpid(), *pids), sockets)
-        return SealedHost(method_cls, config, device, verbose, store.root, policy, self.limits)
+            check_environment(self._protected, [sys.prefix, *readable_code()])
+        builtin = str(info.module).startswith(BUILT_IN)
+        models = models_path(store.root) if builtin else None
+        if models is not None:
+            models.mkdir(parents=True, exist_ok=True)  # the evaluator's: the worker only reads it
+        own = () if builtin else (str(info.module),)
+        folder = module_folder(str(info.module)) if own else None
+        zygote = zygote_for(self.kind, _zygote_reads(self.cache, own if folder else ()))
+        readable = [*readable_code(own)]
+        policy = run_policy(self._protected, store.root, models, readable, (os.getpid(),))
+        return SealedHost(info, device, verbose, store.root, models, policy, zygote, self.kind, self.limits)
 
 
-def _code_folders() -> list[str]:
-    """The folders platebench's own code is imported from (harness, methods, datasets)."""
-    from .. import datasets, methods
-
-    return [os.path.dirname(os.path.dirname(__file__)), *methods.__path__, *datasets.__path__]
+__all__ = ["SealedRuns", "stop_zygotes", "warm_up", "zygote_for"]
