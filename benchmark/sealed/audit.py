@@ -214,6 +214,8 @@ class Hook:
         if absolute is None:
             return None
         real = os.path.realpath(os.path.normpath(absolute))
+        if not writes and not os.path.lexists(real):
+            return None  # nothing there to read (libraries probe many paths); the kernel's rules still apply
         roots = self.policy.writable if writes else (*self.policy.readable, *self.policy.writable)
         if any(_under(real, root) for root in roots):
             return None

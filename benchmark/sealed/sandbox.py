@@ -117,8 +117,8 @@ def module_folder(module: str) -> str | None:
 
 
 def readable_code(modules: Iterable[str] = ()) -> list[str]:
-    """What every worker reads to run: the Python installation, site-packages (and folders its ``.pth`` files
-    add), platebench's packages, and the folders of ``modules`` (a method's own package)."""
+    """What every worker reads to run: the system's libraries (:data:`SYSTEM_READ`), the Python installation,
+    site-packages, platebench's packages, and the folders of ``modules`` (a method's own package)."""
     import benchmark as package  # the installed package, wherever it lives
 
     paths = {sys.base_prefix, sys.prefix, sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
@@ -128,9 +128,9 @@ def readable_code(modules: Iterable[str] = ()) -> list[str]:
     paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
     paths.update(os.path.realpath(p) for p in package.__path__)
     for name in ("benchmark.methods", "benchmark.datasets"):
-        module = sys.modules.get(name)
-        if module is not None:
-            paths.update(os.path.realpath(p) for p in module.__path__)
+        spec = importlib.util.find_spec(name)  # imports only the parent package
+        paths.update(os.path.realpath(p) for p in (spec.submodule_search_locations or []) if spec is not None)
+    paths.update(p for p in SYSTEM_READ if os.path.exists(p))
     for module_name in modules:
         folder = module_folder(module_name)
         if folder:
@@ -143,8 +143,9 @@ def device_paths() -> list[str]:
     return sorted({p for pattern in DEVICE_GLOBS for p in glob.glob(pattern)})
 
 
-def bwrap_command(readable: Sequence[str], env_tmp: str = "/tmp") -> list[str]:
-    """The ``bwrap`` command line (without the program) of a sandbox that reads ``readable`` read-only.
+def bwrap_command(readable: Sequence[str], writable: Sequence[str] = (), env_tmp: str = "/tmp") -> list[str]:
+    """The ``bwrap`` command line (without the program) of a sandbox that reads ``readable`` read-only and may
+    also write ``writable`` (bound read-write).
 
     System folders that are symbolic links (``/lib`` -> ``usr/lib``) are recreated as links.
     """
@@ -163,6 +164,8 @@ def bwrap_command(readable: Sequence[str], env_tmp: str = "/tmp") -> list[str]:
         if any(path == d or path.startswith(d.rstrip("/") + "/") for d in done):
             continue
         args += ["--ro-bind", path, path]
+    for path in writable:
+        args += ["--bind", path, path]
     for device in device_paths():
         args += ["--dev-bind-try", device, device]
     args += ["--chdir", env_tmp]

@@ -158,13 +158,13 @@ def child_main(channel_fd: int, report_fd: int, fields: dict[str, Any]) -> None:
     wanted = [*spec.sys_path, *[p for p in sys.path if p not in spec.sys_path]]
     sys.path[:] = [p for p in wanted if p and _under_any(os.path.realpath(p), readable)]
     writable = [scratch, *(["/dev/shm"] if spec.sandbox == "bubblewrap" else [])]
-    applied = landlock.restrict_to(readable, writable, ["/dev/null", "/dev/zero", "/dev/full", "/dev/random",
-                                                        "/dev/urandom", *_gpu_devices()])
+    devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", *_gpu_devices()]
+    applied = landlock.restrict_to(readable, writable, devices)
     sandbox = _describe(spec.sandbox, applied, namespaces)
     policy = Policy(protected=spec.policy.protected, allowed=(spec.store, *([spec.models] if models else [])),
                     files=spec.policy.files, pids=spec.policy.pids,
                     readable=tuple(os.path.realpath(p) for p in [*readable, "/dev", "/proc"]),
-                    writable=tuple(os.path.realpath(p) for p in writable))
+                    writable=tuple(os.path.realpath(p) for p in [*writable, *devices]))
     hook = audit.install(policy, report_fd)
     if spec.memory_limit_bytes:
         resource.setrlimit(resource.RLIMIT_DATA, (spec.memory_limit_bytes, resource.getrlimit(resource.RLIMIT_DATA)[1]))
