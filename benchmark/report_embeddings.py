@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from .errors import BenchError, DataError, MethodError, UnknownNameError
+from .errors import BenchError, DataError, MethodError
 from .records import Record
 
 if TYPE_CHECKING:
@@ -56,19 +56,23 @@ class Embeddings:
 def embeddable(method: str) -> tuple[type[ProfileMethod] | None, str | None]:
     """The class of ``method`` if its embeddings can be drawn, else None and a one-line reason to skip them.
 
-    Raises :class:`BenchError` for a profile method from a plugin: it is never run unsealed.
+    Raises :class:`BenchError` for a profile method registered locally from outside platebench: it is
+    never run unsealed. An entry-point plugin is skipped without being imported.
     """
     from .core.profiles import ProfileMethod
-    from .registry import BUILTIN, get_method, method_origin
+    from .registry import BUILTIN, get_method, method_entries
 
-    try:
-        cls = get_method(method)
-    except UnknownNameError:
+    entry = method_entries().get(method)
+    if entry is None:
         return None, f"method '{method}' is not registered here; the embedding figure is skipped"
+    if entry.plugin:  # never imported in this process: whether it is a profile method is not even asked
+        return None, (f"method '{method}' comes from the plugin '{entry.origin}', whose code runs only in a sealed "
+                      "worker; the embedding figure (a re-fit in this process) is skipped")
+    cls = get_method(method)
     if not issubclass(cls, ProfileMethod):
         return None, (f"{method} is not a profile method (profile_*): it has no embeddings to correct; "
                       "the embedding figure is skipped")
-    origin = method_origin(method)
+    origin = entry.origin
     if origin != BUILTIN:
         raise BenchError(f"method '{method}' comes from the plugin '{origin}': drawing its embeddings would run "
                          "it unsealed in a process holding every label, which bench report does only for the "
@@ -138,7 +142,10 @@ def _fitted(cls: type[ProfileMethod], record: Record, dataset: Dataset, fold: Fo
         folder.mkdir(parents=True, exist_ok=True)
         identity = FoldIdentity(dataset.name, dataset.fingerprint, fold.split, split_seed, fold.index,
                                 fold_digest(fold), str(folder))
-    targets = target_views(dataset, fold, record.seed, split_seed) if cls.access.sees_targets_in_fit else []
+    from .orders import record_scheme
+
+    targets = (target_views(dataset, fold, record.seed, split_seed, order_scheme=record_scheme(record.data))
+               if cls.access.sees_targets_in_fit else [])
     try:
         with fold_scope(identity):
             LocalHost(method, dataset, fold).fit(record.seed, targets)

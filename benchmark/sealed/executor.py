@@ -344,8 +344,14 @@ class SealedHost:
                             "call os._exit or sys.exit?); only this run fails", "exit", stage, plate)
 
 
+MAX_VALUES_PER_IMAGE = 64 * N_CLASSES
+"""Most values a ``probs`` reply may declare per treated image; its exact shape is then checked like an in-process
+method's output (:func:`benchmark.method_calls.check_probabilities`), with the same messages."""
+
+
 def _probabilities_check(n_images: int) -> Any:
-    """A channel check: a ``probs`` reply holds one float64 array of shape (n_images, N_CLASSES), or none."""
+    """A channel check: a ``probs`` reply holds one float64 array of at most ``MAX_VALUES_PER_IMAGE`` values per
+    treated image of the plate (refused before anything is allocated), or none (``unconvertible``)."""
     def check(kind: str, fields: dict[str, Any], specs: list[ArraySpec]) -> None:
         if kind != "probs":
             _no_arrays(kind, fields, specs)
@@ -354,7 +360,9 @@ def _probabilities_check(n_images: int) -> Any:
             if "unconvertible" not in fields:
                 raise ChannelError("a probabilities reply without its array")
             return
-        if len(specs) != 1 or specs[0].dtype != "float64" or tuple(specs[0].shape) != (n_images, N_CLASSES):
+        limit = max(n_images, 1) * MAX_VALUES_PER_IMAGE
+        size = int(np.prod(specs[0].shape, dtype=np.float64)) if specs[0].shape else 1
+        if len(specs) != 1 or specs[0].dtype != "float64" or len(specs[0].shape) > 2 or size > limit:
             got = ", ".join(f"{s.dtype} {tuple(s.shape)}" for s in specs)
             raise ChannelError(f"expected one float64 array of shape ({n_images}, {N_CLASSES}) for the plate's "
                                f"{n_images} treated images, got {got}")

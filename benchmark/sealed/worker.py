@@ -154,7 +154,7 @@ def child_main(channel_fd: int, report_fd: int, fields: dict[str, Any]) -> None:
     os.chdir(scratch)
     tempfile.tempdir = os.environ["TMPDIR"]
     models = outbox.prepare(spec.models, scratch) if spec.builtin and spec.models else None
-    readable = [*spec.policy.readable, spec.store, *([spec.models] if models else [])]
+    readable = [*spec.policy.readable, spec.store, *([spec.models] if models else []), "/proc"]
     wanted = [*spec.sys_path, *[p for p in sys.path if p not in spec.sys_path]]
     sys.path[:] = [p for p in wanted if p and _under_any(os.path.realpath(p), readable)]
     writable = [scratch, *(["/dev/shm"] if spec.sandbox == "bubblewrap" else [])]
@@ -163,7 +163,7 @@ def child_main(channel_fd: int, report_fd: int, fields: dict[str, Any]) -> None:
     sandbox = _describe(spec.sandbox, applied, namespaces)
     policy = Policy(protected=spec.policy.protected, allowed=(spec.store, *([spec.models] if models else [])),
                     files=spec.policy.files, pids=spec.policy.pids,
-                    readable=tuple(os.path.realpath(p) for p in [*readable, "/dev", "/proc"]),
+                    readable=tuple(os.path.realpath(p) for p in [*readable, "/dev"]),
                     writable=tuple(os.path.realpath(p) for p in [*writable, *devices]))
     hook = audit.install(policy, report_fd)
     if spec.memory_limit_bytes:
