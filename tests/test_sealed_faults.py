@@ -209,7 +209,8 @@ run_protocol("_fault_hang", "source_out", open_dataset({root!r}), seeds=[0], fol
 
 
 def test_a_killed_evaluator_leaves_no_worker_behind(toy_dataset, tmp_path):
-    """SIGTERM to `bench run` ends its forkserver, and the forkserver's end kills the worker (PDEATHSIG)."""
+    """SIGTERM to `bench run` ends its zygote (PDEATHSIG, and bwrap's --die-with-parent), and the zygote's end kills
+    the worker (PDEATHSIG; in bubblewrap the whole PID namespace ends with it)."""
     import signal
     import subprocess
     import sys
@@ -219,11 +220,11 @@ def test_a_killed_evaluator_leaves_no_worker_behind(toy_dataset, tmp_path):
                                   results=str(tmp_path / "res"))
     evaluator = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 240  # the zygote imports torch first (slow on a loaded 2-core machine)
         workers: list[int] = []
         while time.time() < deadline and not workers:  # wait for the worker to be fitting (it hangs in fit)
             time.sleep(0.5)
-            workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_hang_worker(int(p), evaluator.pid)]
+            workers = _workers_below(evaluator.pid)
         assert workers, "the worker never started"
         evaluator.send_signal(signal.SIGTERM)
         evaluator.wait(timeout=30)
@@ -236,15 +237,26 @@ def test_a_killed_evaluator_leaves_no_worker_behind(toy_dataset, tmp_path):
             os.killpg(evaluator.pid, signal.SIGKILL)
 
 
-def _is_hang_worker(pid: int, evaluator: int) -> bool:
-    """A process of the evaluator's session other than the evaluator itself and its forkserver: the worker."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    ppid, session = int(fields[1]), int(fields[3])
-    return session == evaluator and pid != evaluator and ppid != evaluator
+def _workers_below(evaluator: int) -> list[int]:
+    """The sealed workers below the evaluator: processes forked by its zygote (a zygote's child running the
+    zygote's program, which is not the zygote itself)."""
+    from benchmark.sealed.zygote import descendants
+
+    def python_zygote(pid: int) -> bool:
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            return False
+        return b"benchmark.sealed.zygote" in argv and b"bwrap" not in argv[0]
+
+    def parent(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return -1
+
+    return [pid for pid in descendants(evaluator) if python_zygote(pid) and python_zygote(parent(pid))]
 
 
 def _zombie(pid: int) -> bool:

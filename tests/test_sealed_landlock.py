@@ -23,23 +23,76 @@ from benchmark.splits import make_folds
 needs_landlock = pytest.mark.skipif(landlock.abi_version() == 0, reason="this kernel has no Landlock")
 
 
-def test_the_allowed_paths_cover_everything_but_the_protected_folders(tmp_path):
-    for folder in ("a/cache/sealed/fold0", "a/cache/other", "a/keep", "b"):
-        (tmp_path / folder).mkdir(parents=True)
-    (tmp_path / "a" / "file.txt").write_text("x")
-    (tmp_path / "a" / "link").symlink_to(tmp_path / "a" / "cache")
-    cache = tmp_path / "a" / "cache"
-    paths = landlock.allowed_paths([str(cache)], [str(cache / "sealed" / "fold0")], root=str(tmp_path))
-    assert sorted(paths) == sorted(str(tmp_path / p) for p in ("a/file.txt", "a/keep", "b", "a/cache/sealed/fold0"))
+def _in_child(check) -> dict:
+    """Run ``check()`` (returns a dict of short strings) in a forked child; its result."""
+    import json
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            out = check()
+        except BaseException as exc:  # noqa: BLE001
+            out = {"crashed": repr(exc)}
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(data)
 
 
-def test_nothing_protected_under_the_root_allows_the_root(tmp_path):
-    assert landlock.allowed_paths(["/somewhere/else"], [], root=str(tmp_path)) == [str(tmp_path)]
+def _attempt(func) -> str:
+    try:
+        func()
+    except OSError as exc:
+        return type(exc).__name__
+    return "done"
+
+
+@needs_landlock
+def test_the_allowlist_binds_reads_writes_and_signals(tmp_path):
+    import signal
+    import sys
+
+    readable, scratch, secret = tmp_path / "code", tmp_path / "scratch", tmp_path / "secret"
+    for folder in (readable, scratch, secret):
+        folder.mkdir()
+    (readable / "a.txt").write_text("a")
+    (secret / "labels.txt").write_text("s")
+    evaluator = os.getpid()
+    received = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: received.append(1))
+
+    def check():
+        applied = landlock.restrict_to([str(readable), sys.prefix, sys.base_prefix, "/usr"], [str(scratch)], [])
+        return {"applied": applied,
+                "read allowed": _attempt(lambda: (readable / "a.txt").read_text()),
+                "read secret": _attempt(lambda: (secret / "labels.txt").read_text()),
+                "list secret": _attempt(lambda: os.listdir(secret)),
+                "write scratch": _attempt(lambda: (scratch / "x").write_text("x")),
+                "write readable": _attempt(lambda: (readable / "b.txt").write_text("b")),
+                "signal evaluator": _attempt(lambda: os.kill(evaluator, signal.SIGUSR1)),
+                "evaluator memory": _attempt(lambda: open(f"/proc/{evaluator}/mem", "rb").read(1))}
+    try:
+        got = _in_child(check)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert got["applied"].startswith(f"landlock ABI {landlock.abi_version()} (allowlist")
+    assert got["read allowed"] == "done" and got["write scratch"] == "done"
+    assert got["read secret"] == got["list secret"] == got["write readable"] == "PermissionError"
+    assert got["evaluator memory"] == "PermissionError"
+    if landlock.abi_version() >= 6:
+        assert got["signal evaluator"] == "PermissionError" and not received
 
 
 def test_the_sandbox_can_be_switched_off(monkeypatch):
     monkeypatch.setenv(landlock.SANDBOX_ENV, "audit")
-    assert landlock.restrict_reads(["/nonexistent"], []) == "audit hook only (PLATEBENCH_SANDBOX=audit)"
+    assert landlock.restrict_to(["/nonexistent"], []) == "audit hook only (PLATEBENCH_SANDBOX=audit)"
 
 
 def _run(dataset, tmp_path):
@@ -56,7 +109,7 @@ def test_native_reads_are_refused_by_the_kernel(toy_dataset, tmp_path, monkeypat
     outcome, records = _run(toy_dataset, tmp_path)
     assert outcome.status == "ok" and outcome.out_of_domain_accuracy <= 0.2 and outcome.in_domain_accuracy <= 0.2
     (record,) = records.ok
-    assert record.data["worker"]["sandbox"] == f"landlock ABI {landlock.abi_version()}"
+    assert f"landlock ABI {landlock.abi_version()} (allowlist" in record.data["worker"]["sandbox"]
 
 
 def test_with_the_audit_hook_alone_a_native_reader_wins(toy_dataset, tmp_path, monkeypatch):
@@ -66,4 +119,4 @@ def test_with_the_audit_hook_alone_a_native_reader_wins(toy_dataset, tmp_path, m
     outcome, records = _run(toy_dataset, tmp_path)
     assert outcome.status == "ok" and outcome.out_of_domain_accuracy == 1.0
     (record,) = records.ok
-    assert record.data["worker"]["sandbox"].startswith("audit hook only")
+    assert record.data["worker"]["sandbox"].startswith("no namespaces; audit hook only")

@@ -1,25 +1,17 @@
-"""The sealed worker's second wall: a Linux Landlock ruleset that makes the protected folders unreadable.
+"""The sealed worker's kernel wall (Linux Landlock): an allowlist for reading, writing, signals and sockets.
 
-The audit hook (:mod:`benchmark.sealed.audit`) sees only what Python code asks the
-interpreter to do; native code that opens a file itself (polars or pyarrow reading a path,
-``torch.from_file``, a C extension) is not seen. Landlock (Linux >= 5.13) is enforced by
-the kernel on every ``open``, whoever calls it: after :func:`restrict_reads`, reading a
-file or listing a folder is allowed only beneath the rules added here, for this thread and
-every thread and process it starts. It also bars ``ptrace``-style access to processes
-outside the ruleset, so ``/proc/<evaluator>/mem`` and ``process_vm_readv`` are refused.
+The audit hook (:mod:`benchmark.sealed.audit`) sees only what Python code asks the interpreter to do; native
+code that opens a file itself (polars or pyarrow reading a path, ``torch.from_file``, a C extension) is not seen.
+Landlock (Linux >= 5.13) is enforced by the kernel on every access, whoever makes it: after :func:`restrict_to`,
+this process and everything it starts may read (and execute) only beneath the folders it was given, write only
+beneath its scratch folder, use only the listed devices, open no TCP connection (ABI >= 4), and neither signal
+nor connect to an abstract Unix socket of a process outside its own ruleset (ABI >= 6). Landlock also bars
+``ptrace``-style access to processes outside the ruleset (``/proc/<pid>/mem``, ``process_vm_readv``).
 
-Landlock rules only *allow*: there is no "everything but the cache". The ruleset therefore
-allows the complement of the protected folders: starting at ``/``, every entry that neither
-is nor contains a protected folder is allowed whole; an entry that contains one is entered
-and treated the same way; the protected folders themselves are left out, except the
-folders the run may read (its sealed fold folder). Only reading is handled (``READ_FILE``,
-``READ_DIR``); writing stays with the audit hook. A file created after the ruleset in a
-folder that was entered rather than allowed whole (e.g. directly in ``/tmp`` when the cache
-lives in ``/tmp``) cannot be read back; the worker's temporary folder is allowed explicitly.
-
-Where Landlock is missing (another OS, an old kernel, a seccomp filter) or switched off with
-``PLATEBENCH_SANDBOX=audit``, the worker runs with the audit hook alone; the record's
-``worker.sandbox`` says which.
+Under bubblewrap (:mod:`benchmark.sealed.sandbox`) this is a second wall inside the namespaces: it narrows the
+sealed stores bound into the sandbox to the run's own fold. Without namespaces it is the main wall. Where Landlock
+is missing (another OS, an old kernel) or switched off with ``PLATEBENCH_SANDBOX=audit``, the worker runs with
+the audit hook alone; the record's ``worker.sandbox`` says which.
 """
 
 from __future__ import annotations
@@ -75,82 +67,6 @@ def abi_version() -> int:
     except (OSError, AttributeError):
         return 0
     return max(int(version), 0)
-
-
-def _under(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def allowed_paths(protected: Iterable[str], readable: Iterable[str], root: str = os.sep) -> list[str]:
-    """The paths whose trees together cover everything readable: the complement of ``protected``
-    (resolved folders) under ``root``, plus the ``readable`` folders inside protected ones.
-
-    Symbolic links are skipped (what they point at is reached by its own path and judged there).
-    """
-    protected = [os.path.realpath(p) for p in protected]
-    out: list[str] = []
-
-    def visit(folder: str) -> None:
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            return
-        for entry in entries:
-            path = entry.path
-            if entry.is_symlink() or any(_under(path, p) for p in protected):
-                continue
-            if any(_under(p, path) for p in protected) and entry.is_dir(follow_symlinks=False):
-                visit(path)
-            else:
-                out.append(path)
-
-    if not any(_under(p, root) for p in protected):
-        return [root, *readable]
-    visit(root)
-    return out + [os.path.realpath(p) for p in readable if os.path.exists(p)]
-
-
-def restrict_reads(protected: Iterable[str], readable: Iterable[str]) -> str:
-    """Allow this process to read only outside ``protected`` (and inside ``readable``); say what was applied.
-
-    Returns ``"landlock ABI <n>"`` when the ruleset is in force, else ``"audit hook only (<why>)"``.
-    Must run while the process has a single thread: Landlock binds the calling thread and what it starts.
-    """
-    if os.environ.get(SANDBOX_ENV, "").strip().lower() == "audit":
-        return f"audit hook only ({SANDBOX_ENV}=audit)"
-    abi = abi_version()
-    if abi == 0:
-        return "audit hook only (this kernel has no Landlock)"
-    threads = len(os.listdir("/proc/self/task"))
-    if threads != 1:
-        return f"audit hook only (the worker already runs {threads} threads; Landlock would bind only one)"
-    libc = _libc()
-    attr = _RulesetAttr(_READ_FILE | _READ_DIR)
-    ruleset = libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
-                           ctypes.c_uint32(0))
-    if ruleset < 0:
-        return f"audit hook only (landlock_create_ruleset: {os.strerror(ctypes.get_errno())})"
-    try:
-        for path in allowed_paths(protected, readable):
-            try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            except OSError:
-                continue  # vanished since it was listed
-            try:
-                rights = _READ_FILE | _READ_DIR if os.path.isdir(path) else _READ_FILE
-                rule = _PathBeneathAttr(rights, fd)
-                if libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
-                                ctypes.byref(rule), ctypes.c_uint32(0)) < 0:
-                    return f"audit hook only (landlock_add_rule {path}: {os.strerror(ctypes.get_errno())})"
-            finally:
-                os.close(fd)
-        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            return f"audit hook only (prctl no_new_privs: {os.strerror(ctypes.get_errno())})"
-        if libc.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) < 0:
-            return f"audit hook only (landlock_restrict_self: {os.strerror(ctypes.get_errno())})"
-    finally:
-        os.close(ruleset)
-    return f"landlock ABI {abi}"
 
 
 def _fs_rights(abi: int) -> int:
