@@ -12,11 +12,19 @@ The check fold (:func:`check_data`): the ``synthetic`` dataset, preset ``tiny`` 
 the first batch of the first two sources; validation: the second batch of the first
 source; target plates: both plates of the third source.
 
-Most checks call the method in this process. ``sealed`` runs it end to end in a sealed
+Most checks call the method in "this process". ``sealed`` runs it end to end in a sealed
 worker process, as ``bench run`` does (:mod:`benchmark.sealed`): it fails, naming what
 was tried, when the worker's audit hook refused something, and (for a deterministic
 method) when the sealed predictions differ from the in-process ones, which happens when
 a method uses something only the in-process objects lead to.
+
+A plugin's code never runs in the evaluator (:mod:`benchmark.registry`): for a plugin,
+"this process" is a sandboxed interpreter (:func:`run_checks_isolated`, started through
+:func:`benchmark.sealed.isolated.run_isolated`) that runs every check but ``sealed`` and
+returns their results and its in-process predictions as JSON; the evaluator checks that
+answer's form and runs ``sealed`` itself. Those results are as trustworthy as the method
+(its own process reports them); the ``sealed`` check and the scored runs are what the
+evaluator enforces.
 """
 
 from __future__ import annotations
@@ -25,7 +33,6 @@ import copy
 import dataclasses
 import inspect
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -44,12 +51,13 @@ from .errors import BenchError
 from .evaluation import LocalHost, _view_for, evaluate, target_views
 from .method_calls import StageError
 from .method_calls import check_probabilities as validate_probabilities
+from .method_info import MethodInfo, info_of, method_info, plugin_folders, resolve_config
 from .methods.base import AccessLevel, Method, MethodConfig
 from .private_reads import watching
-from .protocol import resolve_config
-from .registry import get_method, signature_problems
+from .records import json_safe
+from .registry import get_method, method_entry, signature_problems
 from .sealed.executor import WorkerFailure
-from .sealed.forkserver import warm_up
+from .sealed.runs import warm_up
 from .sealed.limits import Limits
 from .sealed.runs import SealedRuns
 from .splits import Fold
@@ -61,7 +69,12 @@ TOLERANCE = 1e-5
 """Largest absolute difference of two probabilities that still counts as "the same prediction"."""
 SEED = 0
 SEALED_TIME_LIMIT_S = 600.0
-"""Time limit of the ``sealed`` check's worker (a quick fit on the check fold takes seconds)."""
+"""Time limit of the ``sealed`` check's worker (a quick fit on the check fold takes seconds), and of a
+plugin's sandboxed process running the other checks."""
+EVALUATOR_CHECKS = ("sealed",)
+"""Checks the evaluator runs itself, also for a plugin (the others run where the method's code may run)."""
+MAX_MESSAGE = 1000
+"""Longest check message accepted from a plugin's sandboxed process."""
 
 
 class CheckFailed(AssertionError):
@@ -156,11 +169,8 @@ def scrambled_copy(dataset: Dataset, plates: list[str], root: Path) -> Dataset:
     true class of those images any more.
     """
     (root / "shards").mkdir(parents=True, exist_ok=True)
-    for info in dataset.meta.shards:
-        try:
-            os.link(dataset.root / info.file, root / info.file)
-        except OSError:
-            (root / info.file).write_bytes((dataset.root / info.file).read_bytes())
+    for info in dataset.meta.shards:  # copied, not hard-linked: a sandbox refuses a link to a file it may only read
+        (root / info.file).write_bytes((dataset.root / info.file).read_bytes())
     wells = {w: (k, i) for k, _, _, _, ws in POSCONS for i, w in enumerate(ws)}
     index = dataset.index
     hit = (index["plate"].is_in(plates) & ~index["is_control"]).to_numpy()
@@ -238,6 +248,21 @@ class CheckContext:
             return validate_probabilities(raw, len(x), N_CLASSES, self.method.name, view.plate)
         except BenchError as exc:
             raise CheckFailed(str(exc)) from None
+
+    @property
+    def info(self) -> MethodInfo:
+        """The method and its config as the sealed worker gets them."""
+        return info_of(self.method, self.config)
+
+    def local_probabilities(self) -> np.ndarray:
+        """The probabilities of an in-process evaluation of the once-fitted method on the check fold."""
+        data = self.data
+        local = evaluate(LocalHost(self.fitted(), data.dataset, data.fold, fitted=True), data.dataset, data.fold, SEED)
+        return probabilities_of(local.predictions)
+
+    def private_reads(self) -> list[str]:
+        """The private attributes the method reads in an in-process fit and evaluation."""
+        return _private_reads(self)
 
     def predict_uncut(self, model: Method, view: PlateView, images: np.ndarray) -> np.ndarray:
         """``adapt`` on the full view (more than the access level allows), then ``predict`` ``images``."""
@@ -410,13 +435,14 @@ def check_label_blind(ctx: CheckContext) -> str:
     return "predictions unchanged with the target plate's labels scrambled"
 
 
-def check_sealed(ctx: CheckContext) -> str:
+def check_sealed(ctx: CheckContext | PluginCheckContext) -> str:
     """End to end in a sealed worker: nothing refused, valid predictions, the same as in process (if deterministic)."""
     data = ctx.data
     if data.fold is None:
         raise CheckSkipped("the check data has no fold to run end to end")
     runs = data.sealed_runs()
-    host = runs.host(ctx.method, ctx.config, data.fold, ctx.device)
+    info = ctx.info
+    host = runs.host(info, data.fold, ctx.device)
     try:
         with host:
             sealed = evaluate(host, data.dataset, data.fold, SEED)
@@ -426,16 +452,18 @@ def check_sealed(ctx: CheckContext) -> str:
         raise CheckFailed(f"in a sealed worker: {first_line(exc)}") from None
     except BenchError as exc:
         raise CheckFailed(f"in a sealed worker: {exc}") from None
-    info = host.worker_info()
-    ran = (f"ran in a sealed worker (start-up {info['start_s']:.2f} s, {info['wall_s']:.1f} s in all, peak "
-           f"{info['peak_rss_mb']:.0f} MB); nothing refused")
-    if not ctx.method.deterministic:
+    worker = host.worker_info()
+    ran = (f"ran in a sealed worker (start-up {worker['start_s']:.2f} s, {worker['wall_s']:.1f} s in all, peak "
+           f"{worker['peak_rss_mb']:.0f} MB); nothing refused")
+    if not info.deterministic:
         return ran
-    local = evaluate(LocalHost(ctx.fitted(), data.dataset, data.fold, fitted=True), data.dataset, data.fold, SEED)
-    cols = [c for c in sealed.predictions.columns if c.startswith("prob_")]
-    diff = _differ(sealed.predictions.select(cols).to_numpy(), local.predictions.select(cols).to_numpy())
+    local, mine = ctx.local_probabilities(), probabilities_of(sealed.predictions)
+    if local.shape != mine.shape:
+        raise CheckFailed(f"the in-process predictions have shape {local.shape}, the sealed ones {mine.shape}: the "
+                          "method predicts different images in process; use only the public API (docs/sealed.md)")
+    diff = _differ(mine, local)
     if diff > TOLERANCE:
-        found = _private_reads(ctx)
+        found = ctx.private_reads()
         what = (f"it read the private attribute(s) {', '.join(found)}, which lead to the whole dataset in process"
                 if found else "it uses something only the in-process objects lead to (objects found through gc, "
                 "the dataset's files, private attributes)")
@@ -475,14 +503,142 @@ def run_check(ctx: CheckContext, name: str) -> CheckResult:
     return CheckResult(name, status, message, time.perf_counter() - start)
 
 
+def probabilities_of(predictions: pl.DataFrame) -> np.ndarray:
+    """The ``prob_*`` columns of a predictions table, as an (n, 8) array."""
+    return predictions.select([c for c in predictions.columns if c.startswith("prob_")]).to_numpy()
+
+
 def iter_checks(method: str | type[Method], data: CheckData | None = None, config: MethodConfig | None = None,
-                device: str = "cpu") -> Iterator[CheckResult]:
-    """Run every check on ``method`` (a registered name or a class) and yield their results in order."""
-    warm_up()  # the sealed check's forkserver imports while the other checks run
+                device: str = "cpu", *, overrides: dict[str, Any] | None = None,
+                info: MethodInfo | None = None) -> Iterator[CheckResult]:
+    """Run every check on ``method`` (a registered name or a class) and yield their results in order.
+
+    ``overrides`` (``--set``) apply after the quick settings unless ``config`` is given. A plugin (by
+    name) is checked through :func:`run_checks_isolated` in a sandbox and the ``sealed`` check;
+    ``info``: its :func:`~benchmark.method_info.method_info` with ``overrides`` and ``quick``, if known.
+    """
+    warm_up()  # the sealed check's zygote imports while the other checks run
+    data = data or check_data()
+    if isinstance(method, str) and method_entry(method).plugin:
+        yield from _plugin_checks(method, data, dict(overrides or {}), device, info)
+        return
     cls = get_method(method) if isinstance(method, str) else method
-    ctx = CheckContext(cls, data or check_data(), config, device)
+    if config is None and overrides:
+        config = resolve_config(cls, overrides, quick=True)
+    ctx = CheckContext(cls, data, config, device)
     for name in CHECKS:
         yield run_check(ctx, name)
+
+
+# ----------------------------------------------------------------------------- plugins: checks in a sandbox
+
+def _isolated_context(payload: dict[str, Any]) -> CheckContext:
+    """Inside the sandbox: the method named in ``payload`` (a plugin's entry point too) on the check fold."""
+    cls = get_method(str(payload["method"]), import_plugins=True)
+    overrides = payload.get("overrides") or {}
+    config = resolve_config(cls, overrides, quick=True) if overrides else None
+    return CheckContext(cls, fold_of(open_dataset(Path(payload["dataset"]))), config, str(payload.get("device", "cpu")))
+
+
+def run_checks_isolated(payload: dict[str, Any]) -> dict[str, Any]:
+    """**Runs inside the sandbox**: every check but ``sealed`` on ``payload["method"]`` (with its
+    ``overrides``, on the check dataset at ``payload["dataset"]``), and, for a deterministic method,
+    its in-process probabilities for the ``sealed`` check's comparison (``local``; None if fit failed)."""
+    ctx = _isolated_context(payload)
+    results = [run_check(ctx, name) for name in CHECKS if name not in EVALUATOR_CHECKS]
+    local = None
+    if getattr(ctx.method, "deterministic", None) is True:
+        try:
+            local = ctx.local_probabilities().tolist()
+        except Exception:  # noqa: BLE001 - the failing check already says why
+            local = None
+    return {"results": [dataclasses.asdict(r) for r in results], "local": local}
+
+
+def private_reads_isolated(payload: dict[str, Any]) -> dict[str, Any]:
+    """**Runs inside the sandbox**: the private attributes the method reads in process (``reads``)."""
+    return {"reads": _private_reads(_isolated_context(payload))}
+
+
+def parse_isolated_checks(answer: Any, expected: list[str]) -> tuple[list[CheckResult], np.ndarray | None]:
+    """Check the sandbox's answer (untrusted JSON): one result per ``expected`` check, in order, and the
+    local probabilities; raises :class:`BenchError` saying what is malformed."""
+    if not (isinstance(answer, dict) and isinstance(answer.get("results"), list)):
+        raise BenchError("the answer is not an object with a list of results")
+    found: dict[str, CheckResult] = {}
+    for item in answer["results"]:
+        if not (isinstance(item, dict) and item.get("check") in expected and item.get("status") in
+                ("passed", "failed", "skipped") and isinstance(item.get("message"), str)
+                and isinstance(item.get("seconds"), (int, float)) and np.isfinite(item["seconds"])):
+            raise BenchError(f"a result is malformed: {str(item)[:120]}")
+        found[item["check"]] = CheckResult(item["check"], item["status"], item["message"][:MAX_MESSAGE],
+                                           float(item["seconds"]))
+    results = [found.get(n) or CheckResult(n, "failed", "no result from the sandboxed process") for n in expected]
+    local = answer.get("local")
+    if local is None:
+        return results, None
+    try:
+        array = np.asarray(local, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BenchError("the in-process probabilities are not a table of numbers") from None
+    if array.ndim != 2 or array.shape[1] != N_CLASSES or not np.isfinite(array).all():
+        raise BenchError(f"the in-process probabilities are not a finite (n, {N_CLASSES}) table")
+    return results, array
+
+
+def _plugin_checks(name: str, data: CheckData, overrides: dict[str, Any], device: str,
+                   info: MethodInfo | None) -> Iterator[CheckResult]:
+    """The checks of plugin ``name``: all but ``sealed`` in a sandboxed process, then ``sealed`` from here."""
+    from .sealed.isolated import run_isolated
+
+    payload = {"method": name, "overrides": json_safe(overrides), "dataset": str(data.dataset.root),
+               "device": device}
+    inside = [n for n in CHECKS if n not in EVALUATOR_CHECKS]
+    local = None
+    start = time.perf_counter()
+    try:
+        answer = run_isolated("benchmark.conformance:run_checks_isolated", payload, time_limit_s=SEALED_TIME_LIMIT_S,
+                              readable=[data.dataset.root, *plugin_folders(name)])
+        results, local = parse_isolated_checks(answer, inside)
+    except BenchError as exc:
+        seconds = time.perf_counter() - start
+        results = [CheckResult(inside[0], "failed", f"the sandboxed process running the checks failed: "
+                               f"{first_line(exc)}", seconds)]
+        results += [CheckResult(n, "skipped", "not run: the sandboxed process failed") for n in inside[1:]]
+    yield from results
+    try:
+        info = info or method_info(name, overrides, quick=True)
+    except BenchError as exc:
+        yield CheckResult("sealed", "failed", f"the method could not be described in a sandbox: {first_line(exc)}")
+        return
+    yield run_check(PluginCheckContext(info, data, device, payload, local), "sealed")
+
+
+class PluginCheckContext:
+    """The evaluator's side of a plugin under check: what ``check_sealed`` needs, without its class."""
+
+    def __init__(self, info: MethodInfo, data: CheckData, device: str, payload: dict[str, Any],
+                 local: np.ndarray | None):
+        self.info, self.data, self.device, self._payload, self._local = info, data, device, payload, local
+
+    def local_probabilities(self) -> np.ndarray:
+        if self._local is None:
+            raise CheckSkipped("not compared: there are no in-process predictions (the method did not fit in the "
+                               "sandboxed process)")
+        return self._local
+
+    def private_reads(self) -> list[str]:
+        """The private attributes the plugin reads in process, from a second sandboxed run ([] if that fails)."""
+        from .sealed.isolated import run_isolated
+
+        try:
+            answer = run_isolated("benchmark.conformance:private_reads_isolated", self._payload,
+                                  time_limit_s=SEALED_TIME_LIMIT_S,
+                                  readable=[self.data.dataset.root, *plugin_folders(self.info.name)])
+        except BenchError:
+            return []
+        reads = answer.get("reads") if isinstance(answer, dict) else None
+        return [r[:200] for r in reads[:20] if isinstance(r, str)] if isinstance(reads, list) else []
 
 
 _contexts: dict[str, CheckContext] = {}

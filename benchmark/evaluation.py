@@ -31,6 +31,7 @@ from .errors import DataError
 from .method_calls import StageError, check_probabilities
 from .metrics import accuracy, classification_metrics
 from .methods.base import AccessLevel, Method
+from .orders import DEFAULT_ORDER_SCHEME, EVALUATION, TARGET_VIEWS, order_rng
 from .splits import Fold
 
 PARTS = ("out_of_domain", "in_domain")
@@ -127,43 +128,48 @@ def _plates_of(dataset: Dataset, ids: np.ndarray) -> dict[str, np.ndarray]:
         if len(rows) else {}
 
 
-def target_views(dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0) -> list[PlateView]:
+def target_views(dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0, *,
+                 order_scheme: str = DEFAULT_ORDER_SCHEME) -> list[PlateView]:
     """Label-free views of the fold's out-of-domain target plates, for a transductive ``fit``.
 
     Plates sorted; treated images shuffled by their own generator (not the one of the
-    evaluation's views), plus each plate's DMSO images.
+    evaluation's views; :func:`benchmark.orders.order_rng` under ``order_scheme``), plus each plate's DMSO images.
     """
-    rng = np.random.default_rng([split_seed, fold.index, seed, 11])
+    rng = order_rng(dataset, fold, seed, split_seed, TARGET_VIEWS, order_scheme)
     plates = _plates_of(dataset, fold.target_ids)
     return [dataset.plate_view(p, plates[p], rng)[0] for p in sorted(plates)]
 
 
 def fit_and_evaluate(method: Method, dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0,
-                     scenarios: Sequence[str] = ()) -> Evaluation:
+                     scenarios: Sequence[str] = (), *, order_scheme: str = DEFAULT_ORDER_SCHEME) -> Evaluation:
     """Fit ``method`` in this process on ``fold`` with ``seed`` and score it out of domain and in domain.
 
     Raises :class:`StageError` when the method fails, :class:`DataError` when an
     evaluated plate lacks the DMSO images the method needs.
     """
-    return evaluate(LocalHost(method, dataset, fold), dataset, fold, seed, split_seed, scenarios)
+    return evaluate(LocalHost(method, dataset, fold), dataset, fold, seed, split_seed, scenarios,
+                    order_scheme=order_scheme)
 
 
 def evaluate(host: MethodHost, dataset: Dataset, fold: Fold, seed: int, split_seed: int = 0,
-             scenarios: Sequence[str] = ()) -> Evaluation:
+             scenarios: Sequence[str] = (), *, order_scheme: str = DEFAULT_ORDER_SCHEME) -> Evaluation:
     """Fit the method behind ``host`` on ``fold`` and score it; the labels stay in this process.
 
-    Every target plate's view is drawn here, in plate order, from the generator
-    ``default_rng([split_seed, fold.index, seed, 7])``, whatever the host. Then, on the same
-    fitted method, every level of each of ``scenarios`` (:mod:`benchmark.scenarios`).
+    Every target plate's view is drawn here, in plate order, from one generator,
+    :func:`benchmark.orders.order_rng` under ``order_scheme`` (``keyed-v1``: keyed by the full index, which the
+    worker never sees; ``public-v0``: ``default_rng([split_seed, fold.index, seed, 7])``, for old records),
+    whatever the host. Then, on the same fitted method, every level of each of ``scenarios``
+    (:mod:`benchmark.scenarios`), drawn under the same scheme.
     """
     parts = {"out_of_domain": _plates_of(dataset, fold.target_ids),
              "in_domain": _plates_of(dataset, fold.in_domain_ids)}
     check_controls(dataset, sorted({p for plates in parts.values() for p in plates}), host)
-    targets = target_views(dataset, fold, seed, split_seed) if host.access.sees_targets_in_fit else []
+    targets = (target_views(dataset, fold, seed, split_seed, order_scheme=order_scheme)
+               if host.access.sees_targets_in_fit else [])
     start = time.perf_counter()
     host.fit(seed, targets)
     fit_s = time.perf_counter() - start
-    rng = np.random.default_rng([split_seed, fold.index, seed, 7])
+    rng = order_rng(dataset, fold, seed, split_seed, EVALUATION, order_scheme)
     ids_all, probs_all, part_all, plate_time = [], [], [], {}
     for part, plates in parts.items():
         for plate in sorted(plates):
@@ -187,7 +193,8 @@ def evaluate(host: MethodHost, dataset: Dataset, fold: Fold, seed: int, split_se
         from .scenarios.runner import run_scenarios
 
         t0 = time.perf_counter()
-        blocks = run_scenarios(host, dataset, fold, seed, split_seed, scenarios, metrics["out_of_domain"], fit_s)
+        blocks = run_scenarios(host, dataset, fold, seed, split_seed, scenarios, metrics["out_of_domain"], fit_s,
+                               order_scheme=order_scheme)
         timings["scenarios_s"] = time.perf_counter() - t0
     return Evaluation(predictions=predictions, metrics=metrics, timings=timings, fit_report=host.fit_report(),
                       scenarios=blocks)

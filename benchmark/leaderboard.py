@@ -64,7 +64,8 @@ class NoRecordsError(BenchError):
     """``--results`` holds no record the leaderboard could show; nothing is written."""
 
 
-def _no_records_reason(results_dir: Path, out_md: Path, found: RecordSet, rejected: list[tuple[Record, str]]) -> str:
+def _no_records_reason(results_dir: Path, out_md: Path, found: RecordSet, rejected: list[tuple[Record, str]],
+                       refused: list[tuple[Record, list[str]]] | None = None) -> str:
     """One line: why ``results_dir`` gives no leaderboard row, and what to do."""
     first = f"run `bench run --method erm --split source_out --results {results_dir.as_posix()}` first"
     unchanged = f"{out_md.as_posix()} was not written"
@@ -80,7 +81,8 @@ def _no_records_reason(results_dir: Path, out_md: Path, found: RecordSet, reject
               (len(found.quick), "of the --quick profile (add --include-quick to count them)"),
               (len(rejected), "rejected (method not installed, or data version not in the repository)"),
               (len(found.outdated), "of an older record format (rerun their commands with --force)"),
-              (len(found.invalid), "damaged")]  # with --include-quick there are no quick ones here
+              (len(found.invalid), "damaged"),  # with --include-quick there are no quick ones here
+              (len(refused or []), f"refused (first: {_first_refusal(refused)})")]
     parts = ", ".join(f"{n} {what}" for n, what in counts if n)
     return f"no usable run records under {results_dir.as_posix()}: {parts}; {unchanged}"
 
@@ -182,7 +184,7 @@ def _scenarios(records: list[Record], name: str, fp: str, out_md: Path, figures_
 
 def build_leaderboard(results_dir: Path | str = DEFAULT_RESULTS, out_md: Path | str = DEFAULT_OUT, *,
                       include_quick: bool = False, figures: bool = True,
-                      baseline: str = BASELINE) -> LeaderboardResult:
+                      baseline: str = BASELINE, verify_metrics: bool = False) -> LeaderboardResult:
     """Rebuild the leaderboard markdown (and figures in ``<out_md dir>/figures``) from the records.
 
     Raises :class:`NoRecordsError` (and writes nothing) when no record could fill a row.
@@ -199,22 +201,27 @@ def build_leaderboard(results_dir: Path | str = DEFAULT_RESULTS, out_md: Path | 
         Draw the seaborn figure of accuracy by method and split.
     baseline
         Method the paired differences are taken to (``erm``).
+    verify_metrics
+        Recompute every record's metrics from its predictions (and check its labels against the dataset
+        when it is on this machine) and refuse the records that disagree (:mod:`benchmark.record_check`);
+        ``bench leaderboard`` always does.
     """
     results_dir, out_md = Path(results_dir), Path(out_md)
     found: RecordSet = load_records(results_dir)
     result = LeaderboardResult(out_md)
-    from .registry import available_methods, method_origin
+    from .registry import method_entries
 
-    installed = {name: method_origin(name) for name in available_methods()}
+    installed = {name: entry.origin for name, entry in method_entries().items()}  # plugins from metadata, not imported
     screened, rejected = screen_records(found.ok + found.quick + found.failed, installed)
     keep = {id(r) for r in screened}
     found.ok, found.quick, found.failed = ([r for r in part if id(r) in keep]
                                            for part in (found.ok, found.quick, found.failed))
+    refused = _refuse(found, include_quick, result) if verify_metrics else []
     shown_rejected = rejected if include_quick else [(r, why) for r, why in rejected
                                                       if r.profile != QUICK or r.status != "ok"]
     used = found.ok + (found.quick if include_quick else [])
     if not used:
-        raise NoRecordsError(_no_records_reason(results_dir, out_md, found, rejected))
+        raise NoRecordsError(_no_records_reason(results_dir, out_md, found, rejected, refused))
     result.n_records = len(used)
     groups: dict[tuple[str, str], tuple[list[Record], list[Record]]] = defaultdict(lambda: ([], []))
     for r in used:
@@ -239,11 +246,46 @@ def build_leaderboard(results_dir: Path | str = DEFAULT_RESULTS, out_md: Path | 
                                   baseline)
     lines += _reported_section() + [""]
     lines += _exclusions(found, include_quick, results_dir, result, shown_rejected)
+    lines += _refused_section(refused, results_dir)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_md.with_name(f".{out_md.name}.tmp-{os.getpid()}")
     tmp.write_text("\n".join(lines).rstrip() + "\n")
     os.replace(tmp, out_md)
     return result
+
+
+def _first_refusal(refused: list[tuple[Record, list[str]]] | None) -> str:
+    from .record_check import refusal
+
+    return refusal(refused[0][0].path, refused[0][1]) if refused else ""
+
+
+def _refuse(found: RecordSet, include_quick: bool, result: LeaderboardResult) -> list[tuple[Record, list[str]]]:
+    """Check the records the board would use (:func:`benchmark.record_check.check_records`) and drop the refused
+    ones from ``found``; one warning line per refused record, and one per dataset whose labels went unchecked."""
+    from .record_check import check_records, refusal
+
+    checked = check_records(found.ok + (found.quick if include_quick else []))
+    out = {id(r) for r, _ in checked.refused}
+    found.ok, found.quick = ([r for r in part if id(r) not in out] for part in (found.ok, found.quick))
+    result.warnings += [refusal(r.path, problems) for r, problems in checked.refused]
+    result.warnings += [f"labels of the records of {name}-{fp} were not checked: that dataset is not on this machine "
+                        "(generate or prepare it to check them; the metrics were recomputed all the same)"
+                        for name, fp in sorted(checked.unchecked_labels)]
+    return checked.refused
+
+
+def _refused_section(refused: list[tuple[Record, list[str]]], results_dir: Path) -> list[str]:
+    """The "Refused records" note (nothing when every record passed)."""
+    from .record_check import summary
+
+    if not refused:
+        return []
+    lines = ["## Refused records", "",
+             f"{len(refused)} record(s) are left out: their stored metrics or fields disagree with their predictions "
+             "file (or their dataset's labels), from which `bench leaderboard` recomputes every metric. Rerun their "
+             "commands to replace them.", ""]
+    return lines + [f"- `{_rel(r.path, results_dir)}`: {summary(problems)}" for r, problems in refused] + [""]
 
 
 def _exclusions(found: RecordSet, include_quick: bool, results_dir: Path, result: LeaderboardResult,

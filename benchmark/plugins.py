@@ -3,12 +3,17 @@
 A package declares, in its ``pyproject.toml``::
 
     [project.entry-points."platebench.methods"]
-    my_method = "my_package.my_method"          # a module whose import registers methods
-    # or: my_method = "my_package.my_method:MyMethod"   (a Method subclass)
+    my_method = "my_package.my_method"          # a module whose import registers the method my_method
+    # or: my_method = "my_package.my_method:MyMethod"   (a Method subclass whose name is "my_method")
 
     [project.entry-points."platebench.datasets"]
     my_screen = "my_package.my_screen"          # a module whose import registers datasets
     # or: my_screen = "my_package.my_screen:load_my_screen"   (a loader function)
+
+A method entry point's *name* is the method's name: ``bench`` lists plugin methods from
+the installed distributions' metadata alone and imports a plugin's code only inside a
+sealed worker (:mod:`benchmark.registry`), which checks that the class it finds is named
+so. Dataset plugins are still imported where they are used.
 
 This module only finds and loads entry points; it knows nothing of methods or datasets.
 Each registry (:mod:`benchmark.registry`, :mod:`benchmark.datasets.registry`) passes
@@ -20,7 +25,8 @@ breaks ``bench`` for the others.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -56,6 +62,19 @@ def package_of(entry_point: metadata.EntryPoint) -> str:
     return entry_point.value.split(":", 1)[0].split(".", 1)[0]
 
 
+def summary_of(entry_point: metadata.EntryPoint) -> str:
+    """The one-line ``Summary`` (pyproject ``description``) of ``entry_point``'s distribution; "" if none."""
+    dist = getattr(entry_point, "dist", None)
+    meta = dist.metadata if dist is not None else None
+    text = (meta["Summary"] if meta is not None else None) or ""
+    return " ".join(str(text).split())
+
+
+def module_of(entry_point: metadata.EntryPoint) -> str:
+    """The module an entry point names (``"pkg.mod"`` of ``"pkg.mod:Class"``), read from metadata, not imported."""
+    return entry_point.value.split(":", 1)[0].strip()
+
+
 def entry_points(group: str = METHODS_GROUP) -> list[metadata.EntryPoint]:
     """The installed entry points of ``group``, sorted by package and name (a stable load order)."""
     return sorted(metadata.entry_points(group=group), key=lambda ep: (package_of(ep), ep.name))
@@ -75,6 +94,17 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+@contextmanager
+def loading(entry_point: metadata.EntryPoint) -> Iterator[str]:
+    """While inside, :func:`loading_origin` names ``entry_point``'s distribution (yielded)."""
+    package = package_of(entry_point)
+    _loading.append(package)
+    try:
+        yield package
+    finally:
+        _loading.pop()
+
+
 def load_entry_points(group: str, load_one: Callable[[metadata.EntryPoint], object],
                       found: Iterable[metadata.EntryPoint] | None = None) -> list[PluginProblem]:
     """Call ``load_one`` on every entry point of ``group`` (``found``: those installed); return the problems.
@@ -85,13 +115,11 @@ def load_entry_points(group: str, load_one: Callable[[metadata.EntryPoint], obje
     """
     problems = []
     for ep in entry_points(group) if found is None else found:
-        _loading.append(package_of(ep))
         try:
-            load_one(ep)
+            with loading(ep):
+                load_one(ep)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must never break bench
             problems.append(PluginProblem(package_of(ep), f"'{ep.name} = {ep.value}'", one_line(exc), group))
-        finally:
-            _loading.pop()
     _problems.extend(problems)
     return problems
 

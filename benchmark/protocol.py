@@ -25,20 +25,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .config_bounds import naming_method
 from .core.distributed import Coordinator, World, launch
 from .datasets import Dataset, load_dataset
 from .errors import BenchError, DataError, UnknownNameError
-from .presets import preset_values
 from .evaluation import evaluate, target_views
 from .method_calls import StageError
-from .methods.base import Method, MethodConfig
+from .orders import DEFAULT_ORDER_SCHEME, check_scheme, orders_header, record_scheme
+from .results_folder import check_output_folder
 from .records import (DEFAULT_RESULTS, FULL, QUICK, RECORD_FORMAT, clean_temp_files, environment_info, json_safe,
                       read_record, record_path, run_dir, verify_predictions, write_record)
-from .registry import get_method, method_origin
+from .method_info import method_info, resolve_config
 from .scenarios import SCENARIO_NAMES, parse_scenarios
 from .scenarios.runner import scenario_block_current
 from .sealed.executor import SealedHost
-from .sealed.forkserver import warm_up
+from .sealed.runs import warm_up
 from .sealed.limits import DEFAULT_TIME_LIMIT_S, Limits
 from .sealed.runs import SealedRuns
 from .splits import SPLITS, Fold, make_folds
@@ -78,15 +79,6 @@ def resolve_device(device: str) -> str:
     if device == "cuda":
         raise BenchError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
     return "cpu"
-
-
-def resolve_config(method_cls: type[Method], overrides: Mapping[str, Any] | None = None,
-                   quick: bool = False, preset: str | None = None) -> MethodConfig:
-    """The method's config: defaults, then the ``preset``'s values that are fields of its config
-    (:mod:`benchmark.presets`), then its ``quick_overrides`` (with ``quick``), then ``overrides``."""
-    values = {**(preset_values(preset, method_cls.Config) if preset else {}),
-              **(method_cls.quick_overrides if quick else {}), **dict(overrides or {})}
-    return method_cls.Config.from_dict(values) if values else method_cls.Config()
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
@@ -139,9 +131,13 @@ def _shipped_encoder_changed(data: dict) -> bool:
 
 
 def record_is_current(path: Path, config: dict, fingerprint: str, split_seed: int,
-                  scenarios: Sequence[str] = ()) -> tuple[bool, str, tuple[str, ...]]:
+                  scenarios: Sequence[str] = (), order_scheme: str | None = None) -> tuple[bool, str, tuple[str, ...]]:
     """Whether ``path`` holds an ok record of the same run with blocks of every one of ``scenarios``;
-    else why not (for the log); and the scenario blocks the existing ok record holds (kept on a re-run)."""
+    else why not (for the log); and the scenario blocks the existing ok record holds (kept on a re-run).
+
+    The record's order scheme (:mod:`benchmark.orders`) never makes it stale: a ``public-v0`` record stays
+    current. A re-run that adds blocks redraws the whole record under the run's ``order_scheme`` (its plain
+    part and every block, so no record mixes schemes); when that differs from the record's, ``why`` says so."""
     if not path.exists():
         return False, "", ()
     try:
@@ -164,7 +160,10 @@ def record_is_current(path: Path, config: dict, fingerprint: str, split_seed: in
     held = tuple(name for name, block in (data.get("scenarios") or {}).items() if scenario_block_current(name, block))
     missing = [name for name in scenarios if name not in held]
     if missing:
-        return False, f"adding scenario block(s) {', '.join(missing)}", held
+        why = f"adding scenario block(s) {', '.join(missing)}"
+        if order_scheme is not None and record_scheme(data) != order_scheme:
+            why += f"; the whole record is redrawn under order scheme {order_scheme} (was {record_scheme(data)})"
+        return False, why, held
     return True, "", held
 
 
@@ -175,8 +174,8 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
                  dataset_options: Mapping[str, Any] | None = None, verbose: bool = False,
                  log: Callable[[str], None] | None = None, preset: str | None = None,
                  time_limit_s: float | None = DEFAULT_TIME_LIMIT_S,
-                 memory_limit_gb: float | None = None, scenarios: Sequence[str] | str | None = ()
-                 ) -> list[RunOutcome]:
+                 memory_limit_gb: float | None = None, scenarios: Sequence[str] | str | None = (),
+                 order_scheme: str = DEFAULT_ORDER_SCHEME) -> list[RunOutcome]:
     """Run ``method`` on every selected fold and seed of ``split`` and write one record per run.
 
     Parameters
@@ -210,6 +209,11 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
         comma-separated string, ``"all"`` or None (every one that applies to the dataset), ``"none"`` or ``()``
         (default: none). An ok record that lacks a requested block is re-run to add it; the blocks it already
         holds are kept, and if the re-run fails the existing record stays as it was.
+    order_scheme
+        How target plates are shuffled and scenarios cut (:mod:`benchmark.orders`): ``keyed-v1`` (default: keyed
+        by the full index, which the sealed worker never sees) or ``public-v0`` (the records made before it; what
+        ``bench verify`` passes for them). Written to each record's ``orders``. A re-run that adds scenario blocks
+        to an ok record recomputes the whole record under this scheme (never a mix of two schemes in one record).
 
     Returns
     -------
@@ -217,15 +221,17 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
     failed fit; that rank evaluates and writes nothing).
     """
     say = log or (lambda _line: None)
+    check_scheme(order_scheme)
     if time_limit_s is not None and time_limit_s <= 0:
         raise BenchError(f"the time limit must be positive, got {time_limit_s:g} s")
     if memory_limit_gb is not None and memory_limit_gb <= 0:
         raise BenchError(f"the memory limit must be positive, got {memory_limit_gb:g} GB")
-    warm_up()  # the sealed workers' forkserver imports torch while this process does the same
-    method_cls = get_method(method)
+    check_output_folder(results_dir)  # a file in the way fails now, not after the first run has trained
+    warm_up()  # the sealed workers' zygote imports torch while this process does the same
     if split not in SPLITS:
         raise UnknownNameError("split", split, SPLITS)
-    config = resolve_config(method_cls, overrides, quick, preset)
+    with naming_method(method):  # a hyper-parameter out of range names the method
+        info = method_info(method, overrides, quick, preset)  # a plugin is described in a sandbox, never imported here
     device = resolve_device(device)
     argument = dataset if isinstance(dataset, str) else dataset.name
     if isinstance(dataset, str):
@@ -240,7 +246,7 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
     rank = found.rank if found else 0
     if rank == 0:
         clean_temp_files(run_dir(results_dir, dataset.name, dataset.fingerprint, method, split))
-    config_json = json_safe(config.to_dict())
+    config_json = info.config
     env = environment_info()
     runs = SealedRuns(dataset, split_seed, Limits(time_limit_s, memory_limit_gb), log=say)
     outcomes = []
@@ -248,8 +254,8 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
         for seed in seeds:
             path = record_path(results_dir, dataset.name, dataset.fingerprint, method, split, fold.index, seed, profile)
             tag = f"[{method} {split}] fold {fold.index} (held out {', '.join(fold.held_out)}) seed {seed}"
-            done, why, held = (record_is_current(path, config_json, dataset.fingerprint, split_seed, wanted)
-                               if rank == 0 else (False, "", ()))
+            done, why, held = (record_is_current(path, config_json, dataset.fingerprint, split_seed, wanted,
+                                                 order_scheme) if rank == 0 else (False, "", ()))
             turn = coordinator.turn(tag, not done or force) if coordinator else None  # the others follow rank 0
             if not (turn.fit if turn is not None else not done or force):
                 say(f"{tag}: skipped, already recorded in {path}")
@@ -262,36 +268,39 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
             say(f"{tag}: fitting on {len(fold.train_ids)} images, validating on {len(fold.val_ids)}")
             header = {"record_format": RECORD_FORMAT, "profile": profile,
                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      "method": {"name": method, "access": str(method_cls.access),
-                                 "description": method_cls.description, "origin": method_origin(method),
+                      "method": {"name": method, "access": str(info.access),
+                                 "description": info.description, "origin": info.origin,
                                  "config": config_json, "overrides": json_safe(dict(overrides or {})),
                                  "preset": preset,
-                                 "quick_overrides": json_safe(method_cls.quick_overrides) if quick else {}},
+                                 "quick_overrides": info.quick_overrides if quick else {}},
                       "split": _fold_info(dataset, fold, len(all_folds), split_seed), "seed": seed,
                       "dataset": {"name": dataset.name, "argument": str(argument),
                                   "version": dataset.meta.version, "fingerprint": dataset.fingerprint,
                                   "settings": json_safe(dict(dataset.meta.settings)),
                                   "image_shape": list(dataset.image_shape)},
-                      "class_names": list(dataset.meta.class_names), "device": device, "environment": env}
+                      "class_names": list(dataset.meta.class_names), "device": device, "environment": env,
+                      "orders": orders_header(order_scheme)}
             with turn.environment() if turn else nullcontext():  # the worker's group is this run's
-                host = runs.host(method_cls, config, fold, device, verbose)
+                host = runs.host(info, fold, device, verbose)
             if rank != 0:
-                outcomes += _fit_only(host, dataset, fold, seed, split_seed, path, say, f"{tag} (rank {rank})")
+                outcomes += _fit_only(host, dataset, fold, seed, split_seed, path, say, f"{tag} (rank {rank})",
+                                      order_scheme)
                 continue
             keep = tuple(n for n in SCENARIO_NAMES if n in set(wanted) | set(held))  # a re-run never drops a block
             outcomes.append(_run_one(host, dataset, fold, seed, split_seed, header, path, say, tag, keep,
-                                     replaces_ok=bool(held) or why.startswith("adding scenario")))
+                                     replaces_ok=bool(held) or why.startswith("adding scenario"),
+                                     order_scheme=order_scheme))
     return outcomes
 
 
 def _run_one(host: SealedHost, dataset: Dataset, fold: Fold, seed: int, split_seed: int, header: dict,
              path: Path, say: Callable[[str], None], tag: str, scenarios: Sequence[str] = (),
-             replaces_ok: bool = False) -> RunOutcome:
+             replaces_ok: bool = False, order_scheme: str = DEFAULT_ORDER_SCHEME) -> RunOutcome:
     """Fit, evaluate and write the record; a failed re-run of an ok record (``replaces_ok``) keeps the old one."""
     start = time.perf_counter()
     try:
         with host:
-            result = evaluate(host, dataset, fold, seed, split_seed, scenarios)
+            result = evaluate(host, dataset, fold, seed, split_seed, scenarios, order_scheme=order_scheme)
     except (StageError, BenchError) as exc:
         seconds = time.perf_counter() - start
         if replaces_ok:
@@ -322,12 +331,13 @@ def _with_world(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fit_only(host: SealedHost, dataset: Dataset, fold: Fold, seed: int, split_seed: int, path: Path,
-              say: Callable[[str], None], tag: str) -> list[RunOutcome]:
+              say: Callable[[str], None], tag: str, order_scheme: str = DEFAULT_ORDER_SCHEME) -> list[RunOutcome]:
     """A rank other than 0 of a data-parallel launch: fit (its share of the training), write nothing; the failure."""
     start = time.perf_counter()
     try:
         with host:
-            host.fit(seed, target_views(dataset, fold, seed, split_seed) if host.access.sees_targets_in_fit else [])
+            host.fit(seed, target_views(dataset, fold, seed, split_seed, order_scheme=order_scheme)
+                     if host.access.sees_targets_in_fit else [])
             host.fit_report()  # stops the worker
     except (StageError, BenchError) as exc:
         say(f"{tag}: FAILED: {exc}")

@@ -1,10 +1,25 @@
 """Method registry: ``@register_method`` on a class registers it under its ``name``.
 
-The registry owns the table of methods and the lookups. Built-in methods are the
-public modules of ``benchmark.methods`` (imported on the first lookup, each
-registers itself); entry-point plugins (group ``platebench.methods``) are found by
-:mod:`benchmark.plugins` and go through the same :func:`register_method`. A
-duplicate name is an error that names both places.
+The registry owns the table of methods and the lookups. Three kinds of method:
+
+- **built-in**: the public modules of ``benchmark.methods`` (reviewed code of this repository),
+  imported on the first lookup; each registers itself.
+- **local**: a class some code of this process imported and registered itself (a test module, a
+  script, a plugin's own test importing its module); it has run here already.
+- **plugin**: an entry point of group ``platebench.methods`` of another installed distribution
+  (:mod:`benchmark.plugins`). Its code is untrusted: this process lists it from the entry-point
+  *metadata* alone and never imports it. The entry point's **name is the method's name**
+  (``my_method = "pkg.mod"`` or ``my_method = "pkg.mod:MyMethod"``). Only a sealed worker imports
+  it, through :func:`load_plugin_method` (or ``get_method(name, import_plugins=True)``), which loads
+  that one entry point and fails with a clear message when the class it finds is named otherwise.
+
+:func:`get_method` returns built-in and local classes; for a plugin it raises
+:class:`PluginSealedError`. :func:`method_entries` (and :func:`method_names`,
+:func:`method_origin`) list all three kinds without importing any plugin; what a plugin
+declares (access level, description, config) comes from a worker: :mod:`benchmark.method_info`.
+A duplicate name is an error that names both places; a plugin entry point that takes a
+built-in's or a local method's name, or that another plugin declares too, is skipped and
+reported (:func:`plugin_problems`).
 """
 
 from __future__ import annotations
@@ -13,7 +28,7 @@ import importlib
 import inspect
 import pkgutil
 import types
-from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING
 
@@ -27,7 +42,9 @@ _METHODS: dict[str, type[Method]] = {}
 _ORIGINS: dict[str, str] = {}
 BUILTIN = "platebench"
 """Origin of the methods shipped in ``methods/``."""
-_plugins_loaded = False
+BUILTIN_MODULE = "benchmark.methods."
+"""Module prefix of the built-in methods."""
+KINDS = ("builtin", "local", "plugin")
 
 # (method, positional parameters after self) of the adapter API; extra parameters need defaults
 API_SIGNATURES: dict[str, tuple[str, ...]] = {"fit": ("train", "val", "seed"), "adapt": ("plate",),
@@ -118,77 +135,196 @@ def _load_builtins() -> None:
             importlib.import_module(f"{methods.__name__}.{info.name}")
 
 
-def _load_entry_point(entry_point: metadata.EntryPoint) -> list[str]:
-    """Load one ``platebench.methods`` entry point and register what it names; return the names it added.
+class PluginError(BenchError):
+    """A plugin method's entry point is broken: it does not import, or names no method of its own name."""
 
-    Raises
-    ------
-    Exception
-        Whatever the import or the registration raised; names it had registered are removed.
+
+class PluginSealedError(BenchError):
+    """A plugin method was asked for in a process that must never import plugins (the evaluator)."""
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One method as listed without importing any plugin.
+
+    ``kind``: ``builtin``, ``local`` or ``plugin`` (module docstring). ``origin``: ``platebench``,
+    the plugin's distribution, or a local class's top-level module. ``target``: ``module.Qualname``
+    of a class registered here, the entry point's value (``pkg.mod`` or ``pkg.mod:Class``) of a plugin.
+    ``summary``: the plugin distribution's one-line Summary from its metadata ("" otherwise).
     """
+
+    name: str
+    kind: str
+    origin: str
+    target: str
+    summary: str = ""
+
+    @property
+    def builtin(self) -> bool:
+        return self.kind == "builtin"
+
+    @property
+    def plugin(self) -> bool:
+        return self.kind == "plugin"
+
+
+def kind_of(cls: type) -> str:
+    """``builtin`` for a class of ``benchmark.methods``, else ``local`` (a class registered in this process)."""
+    return "builtin" if cls.__module__.startswith(BUILTIN_MODULE) else "local"
+
+
+def _is_own(cls: type, ep: metadata.EntryPoint) -> bool:
+    """Whether the registered ``cls`` is entry point ``ep``'s method, imported here already (by a worker's
+    :func:`load_plugin_method`, or by the plugin's own test importing its module)."""
+    return kind_of(cls) == "local" and (cls.__module__ == plugins.module_of(ep)
+                                        or _ORIGINS.get(cls.name) == plugins.package_of(ep))
+
+
+def _plugin_entry_points() -> tuple[dict[str, metadata.EntryPoint], list[plugins.PluginProblem]]:
+    """The usable plugin entry points by name (metadata only) and the ones skipped, with why.
+
+    Skipped: a name of a built-in or local method (unless that class is the entry point's own, imported
+    here already), and a name another distribution declared first.
+    """
+    found: dict[str, metadata.EntryPoint] = {}
+    problems = []
+    for ep in plugins.entry_points(plugins.METHODS_GROUP):
+        taken = _METHODS.get(ep.name)
+        if taken is not None and not _is_own(taken, ep):
+            what = "the built-in method" if kind_of(taken) == "builtin" else "the method"
+            why = f"the name '{ep.name}' is taken by {what} {_where(taken)}; rename the entry point and the method"
+        elif ep.name in found:
+            why = (f"the name '{ep.name}' is declared by the plugin package '{plugins.package_of(found[ep.name])}' "
+                   "too; rename one")
+        else:
+            found[ep.name] = ep
+            continue
+        problems.append(plugins.PluginProblem(plugins.package_of(ep), f"'{ep.name} = {ep.value}'", why))
+    return found, problems
+
+
+def plugin_problems() -> list[plugins.PluginProblem]:
+    """The plugin method entry points skipped, from metadata (nothing is imported): names taken or declared twice."""
+    _load_builtins()
+    return _plugin_entry_points()[1]
+
+
+def method_entries() -> dict[str, MethodEntry]:
+    """Every method by name, sorted: built-ins, local classes and plugins (from metadata; none is imported)."""
+    _load_builtins()
+    entries = {name: MethodEntry(name, kind_of(cls), _ORIGINS.get(name, "?"), _where(cls))
+               for name, cls in _METHODS.items()}
+    for name, ep in _plugin_entry_points()[0].items():
+        entries[name] = MethodEntry(name, "plugin", plugins.package_of(ep), ep.value, plugins.summary_of(ep))
+    return dict(sorted(entries.items()))
+
+
+def method_names() -> list[str]:
+    """Every method name (built-ins, local classes, plugins from metadata), sorted."""
+    return list(method_entries())
+
+
+def _unknown(name: str, entries: dict[str, MethodEntry]) -> UnknownNameError:
+    error = UnknownNameError("method", name, entries)
+    skipped = plugin_problems()
+    if skipped:
+        error.args = (f"{error.args[0]} ({len(skipped)} plugin entry point(s) were skipped: "
+                      f"{'; '.join(str(p) for p in skipped)})",)
+    return error
+
+
+def method_entry(name: str) -> MethodEntry:
+    """The listing of ``name``; an unknown name lists the valid ones (no plugin is imported)."""
+    entries = method_entries()
+    if name not in entries:
+        raise _unknown(name, entries)
+    return entries[name]
+
+
+def _import_entry_point(ep: metadata.EntryPoint) -> type[Method]:
+    """Import one plugin entry point and return the method it declares (named ``ep.name``); roll back on failure."""
     from .methods.base import Method
 
     before = set(_METHODS)
+    package = plugins.package_of(ep)
     try:
-        obj = entry_point.load()
-        if inspect.isclass(obj) and issubclass(obj, Method):
-            register_method(obj)
-        elif not isinstance(obj, types.ModuleType):
-            raise TypeError(f"it names {type(obj).__name__} {obj!r}, not a module or a Method subclass")
-        added = sorted(set(_METHODS) - before)
-        if not added:  # imported earlier (e.g. by a test): its methods are registered already
-            module = obj.__name__ if isinstance(obj, types.ModuleType) else obj.__module__
-            added = sorted(n for n, c in _METHODS.items()
-                           if c.__module__ == module and (c is obj or isinstance(obj, types.ModuleType)))
-            for name in added:
-                _ORIGINS[name] = plugins.package_of(entry_point)
-        if not added:
-            raise TypeError("it registers no method (decorate the class with @register_method, or point "
-                            "the entry point at the class: 'module:Class')")
-        return added
-    except BaseException:
+        with plugins.loading(ep):
+            obj = ep.load()
+            if inspect.isclass(obj) and issubclass(obj, Method):
+                if getattr(obj, "name", None) != ep.name:
+                    raise PluginError(
+                        f"its class {_where(obj)} is named {getattr(obj, 'name', None)!r}, not '{ep.name}': a "
+                        f"plugin's entry point name must be its method's name; declare "
+                        f"`{getattr(obj, 'name', 'NAME')} = \"{ep.value}\"` (or rename the class's name)")
+                return register_method(obj)
+            if not isinstance(obj, types.ModuleType):
+                raise PluginError(f"it names {type(obj).__name__} {obj!r}, not a module or a Method subclass")
+            cls = _METHODS.get(ep.name)
+            if cls is None or cls.__module__ != obj.__name__:
+                mine = sorted(n for n, c in _METHODS.items() if c.__module__ == obj.__name__)
+                fix = (f"declare `{mine[0]} = \"{ep.value}\"`: a plugin's entry point name must be its method's name"
+                       if mine else "decorate the class with @register_method, or point the entry point at the "
+                       "class: 'module:Class'")
+                found = f"methods {', '.join(mine)}" if mine else "no method"
+                raise PluginError(f"importing {obj.__name__} registers {found}, none named '{ep.name}'; {fix}")
+            _ORIGINS[ep.name] = package
+            return cls
+    except BaseException as exc:
         for name in set(_METHODS) - before:
             unregister_method(name)
+        if isinstance(exc, Exception):
+            raise PluginError(f"plugin package '{package}' (entry point '{ep.name} = {ep.value}'): "
+                              f"{str(exc) if isinstance(exc, PluginError) else plugins.one_line(exc)}") from exc
         raise
 
 
-def load_plugins(found: Iterable[metadata.EntryPoint] | None = None) -> list[plugins.PluginProblem]:
-    """Load every ``platebench.methods`` entry point (``found``: those installed); return this call's problems.
+def load_plugin_method(name: str) -> type[Method]:
+    """Import the plugin entry point ``name`` (that one only) and return its method class. **Sealed workers only.**
 
-    Problems are also kept for :func:`benchmark.plugins.plugin_problems` (``bench methods list``
-    prints them).
+    Raises :class:`PluginError` when it fails to import or names no method called ``name``, and
+    :class:`~benchmark.errors.UnknownNameError` when no usable plugin entry point is called ``name``.
     """
-    return plugins.load_entry_points(plugins.METHODS_GROUP, _load_entry_point, found)
-
-
-def _load_all() -> None:
-    """The built-in methods, then (once per process) the entry-point plugins."""
-    global _plugins_loaded
     _load_builtins()
-    if not _plugins_loaded:
-        _plugins_loaded = True
-        load_plugins()
+    found, _ = _plugin_entry_points()
+    if name not in found:
+        cls = _METHODS.get(name)
+        if cls is not None:
+            return cls
+        raise _unknown(name, method_entries())
+    cls = _METHODS.get(name)
+    if cls is not None and _is_own(cls, found[name]):
+        return cls  # imported here already
+    return _import_entry_point(found[name])
 
 
-def get_method(name: str) -> type[Method]:
-    """The method class registered as ``name``; unknown names list the valid ones."""
-    _load_all()
-    if name not in _METHODS:
-        error = UnknownNameError("method", name, _METHODS)
-        broken = plugins.plugin_problems(plugins.METHODS_GROUP)
-        if broken:
-            error.args = (f"{error.args[0]} ({len(broken)} plugin(s) failed to load and were skipped: "
-                          f"{'; '.join(str(p) for p in broken)})",)
-        raise error
-    return _METHODS[name]
+def get_method(name: str, *, import_plugins: bool = False) -> type[Method]:
+    """The built-in or local method class registered as ``name``; unknown names list the valid ones.
+
+    For a plugin this raises :class:`PluginSealedError` without importing it, unless
+    ``import_plugins`` (set inside a sealed worker only): then :func:`load_plugin_method`.
+    """
+    _load_builtins()
+    cls = _METHODS.get(name)
+    if cls is not None:
+        return cls
+    entries = method_entries()
+    entry = entries.get(name)
+    if entry is None:
+        raise _unknown(name, entries)
+    if import_plugins:
+        return load_plugin_method(name)
+    raise PluginSealedError(f"method '{name}' comes from the plugin package '{entry.origin}': its code runs only "
+                            "inside a sealed worker (bench run, sweep, verify, methods check), never in this process")
 
 
 def available_methods() -> dict[str, type[Method]]:
-    """All registered methods by name (built-ins and entry-point plugins)."""
-    _load_all()
+    """The method classes this process may import, by name: built-ins and local classes, never plugins
+    (:func:`method_entries` lists those too)."""
+    _load_builtins()
     return dict(sorted(_METHODS.items()))
 
 
 def method_origin(name: str) -> str:
-    """Where a method comes from: ``platebench`` or the plugin's distribution name."""
-    return _ORIGINS.get(name, "?")
+    """Where a method comes from: ``platebench``, the plugin's distribution, a local class's module (``?``: unknown)."""
+    entry = method_entries().get(name)
+    return entry.origin if entry is not None else _ORIGINS.get(name, "?")

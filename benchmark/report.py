@@ -95,9 +95,9 @@ def find_runs(results: Path, dataset: str, method: str, split: str) -> Runs:
         folders = [_one_version(folders, dataset)]
     found = load_records(folders[0]) if folders and folders[0].is_dir() else None
     if found is None or not (found.ok or found.quick or found.failed or found.invalid or found.outdated):
-        from .registry import get_method
+        from .registry import method_entry
 
-        get_method(method)  # an unknown name: the error lists the registered methods
+        method_entry(method)  # an unknown name: the error lists the methods (plugins from metadata, not imported)
         searched = folders[0] if folders else Path(results) / f"{dataset}-<fingerprint>" / method / split
         raise DataError(f"no run records of method '{method}' on split '{split}' in {searched}; make them with "
                         f"`{_run_command(method, split, dataset, results)}` (or give --results / --dataset)")

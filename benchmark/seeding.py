@@ -11,6 +11,12 @@ benchmark derives its seed from a stable hash of the name instead:
 
 Each caller keeps the key it was introduced with, so no committed number moves; a new generator
 should use :func:`name_key` (a collision of two plate names under CRC-32 is possible, under SHA-256 not).
+
+These seeds are public: a method can re-draw whatever they draw. Anything handed to a method whose
+order or selection must not be predictable to it — the shuffle of a target plate, the target views
+of a transductive fit, a scenario's cuts — is drawn by :mod:`benchmark.orders` instead, keyed by the
+dataset's full index (labels included, which the sealed worker never sees); the public keys above
+survive there only as its ``public-v0`` scheme, so older records still verify bit for bit.
 """
 
 from __future__ import annotations

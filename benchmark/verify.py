@@ -170,14 +170,12 @@ def rerun_settings(record: Record) -> tuple[dict[str, Any], list[str]]:
     First as ``bench run`` made it (the record's preset, profile and overrides on today's defaults);
     where today's defaults differ from the stored config, the stored values are added as overrides.
     """
-    from .protocol import resolve_config
-    from .registry import get_method
+    from .method_info import method_info
 
-    method_cls = get_method(record.method)
     stored = record.data["method"]["config"]
     overrides = dict(record.data["method"].get("overrides") or {})
     preset = record.data["method"].get("preset")
-    resolved = json_safe(resolve_config(method_cls, overrides, record.profile == QUICK, preset).to_dict())
+    resolved = method_info(record.method, overrides, record.profile == QUICK, preset).config  # plugin: in a sandbox
     if resolved == stored:
         return overrides, []
     unknown = sorted(set(stored) - set(resolved))
@@ -289,11 +287,13 @@ class RunCheck:
 def rerun_record(record: Record, dataset: Dataset, results_dir: Path, device: str | None = None,
                  log: Callable[[str], None] | None = None, verbose: bool = False,
                  settings: tuple[dict[str, Any], list[str]] | None = None) -> RunCheck:
-    """Re-run ``record`` (same method, config, preset, profile, split, split seed, fold and seed) into
-    ``results_dir`` through :func:`~benchmark.protocol.run_protocol` and compare it with the record.
+    """Re-run ``record`` (same method, config, preset, profile, split, split seed, fold, seed and order scheme:
+    its ``orders.scheme``, ``public-v0`` when absent) into ``results_dir`` through
+    :func:`~benchmark.protocol.run_protocol` and compare it with the record.
 
     ``settings``: the record's :func:`rerun_settings` (computed here when not given).
     """
+    from .orders import record_scheme
     from .protocol import run_protocol
     from .sealed.limits import DEFAULT_TIME_LIMIT_S
 
@@ -307,7 +307,8 @@ def rerun_record(record: Record, dataset: Dataset, results_dir: Path, device: st
         split_seed=int(record.data["split"]["split_seed"]), device=device or record.data.get("device", "auto"),
         results_dir=results_dir, quick=record.profile == QUICK, force=True, overrides=overrides, log=log,
         verbose=verbose, preset=record.data["method"].get("preset"),
-        time_limit_s=limits.get("time_limit_s"), memory_limit_gb=limits.get("memory_limit_gb"))
+        time_limit_s=limits.get("time_limit_s"), memory_limit_gb=limits.get("memory_limit_gb"),
+        order_scheme=record_scheme(record.data))
     check = RunCheck(record, notes=notes, seconds=outcome.seconds)
     if outcome.status != "ok":
         check.error = f"the re-run failed: {outcome.error}"

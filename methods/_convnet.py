@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..config_bounds import at_least, positive
 from ..core.accel import accelerate, loader_workers, mixed_precision
 from ..core.backbones import create_backbone, n_parameters
 from ..core.distributed import World, process_group
@@ -55,7 +56,12 @@ class ConvNetConfig(MethodConfig):
     channels_last: bool = True      # channels-last memory format (faster on CPU)
     threads: int = 1                # torch CPU threads (1: 2 threads are ~10x slower on a busy 2-core CPU); 0 = torch default
 
+    bounds = {"crop": at_least(0), "eval_crop": at_least(0), "lr": positive(), "weight_decay": at_least(0),
+              "max_epochs": at_least(1), "patience": at_least(1), "grad_accum": at_least(1),
+              "eval_batch_size": at_least(1), "stats_images": at_least(1), "threads": at_least(0)}
+
     def __post_init__(self) -> None:
+        super().__post_init__()  # the bounds
         check_schedule(self.schedule)  # refuse before any run starts, not inside fit
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..config_bounds import at_least
 from ..core.bn_policies import ChunkStats, PlateStats
 from ..core.recipe import Recipe
 from ..core.sampler import OnePlateBatches, PlateContext
@@ -29,6 +30,8 @@ class ARMBNConfig(ConvNetConfig):
 
     n_treated: int = 32              # treated images per one-plate mini-batch and per test BN chunk (reference: 64)
     full_domain_stats: bool = False  # test: accumulate BN statistics over the whole plate instead of per chunk
+
+    bounds = {"n_treated": at_least(1)}
 
 
 @register_method

@@ -25,6 +25,7 @@ import dataclasses
 
 import torch
 
+from ..config_bounds import at_least
 from ..constants import CHANNELS
 from ..core.backbones import create_backbone
 from ..core.context import ContextNet, ContextualClassifier, EvalChunks
@@ -43,6 +44,9 @@ class ARMCMLConfig(ConvNetConfig):
     context_channels: int = 12  # context maps appended to every image (reference: 12)
     context_hidden: int = 64    # channels of the context network's hidden convolutions (reference: 64)
     context_kernel: int = 5     # side of the context network's convolutions (reference: 5)
+
+    bounds = {"n_treated": at_least(1), "context_channels": at_least(1), "context_hidden": at_least(1),
+              "context_kernel": at_least(1)}
 
 
 @register_method

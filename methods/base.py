@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from enum import Enum
 from typing import Any, ClassVar
 
 import numpy as np
 
+from ..config_bounds import Bound, check_bounds
 from ..datasets.dataset import LabelledImages, PlateView
 from ..errors import BenchError, MethodError
 
@@ -50,7 +52,17 @@ class AccessLevel(str, Enum):
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
-    """Base of every method's hyper-parameter dataclass (frozen, every field defaulted)."""
+    """Base of every method's hyper-parameter dataclass (frozen, every field defaulted).
+
+    ``bounds`` maps numeric fields to their valid range (:mod:`benchmark.config_bounds`); a subclass
+    declares its own fields' bounds and inherits its parents'. They are checked on construction,
+    so a nonsensical value fails before any run starts (a subclass's ``__post_init__`` calls this one).
+    """
+
+    bounds: ClassVar[Mapping[str, Bound]] = {}
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

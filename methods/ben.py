@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..config_bounds import at_least
 from ..core.bn_policies import ControlRows, ControlStats
 from ..core.recipe import Recipe
 from ..core.sampler import OnePlateBatches, PlateContext
@@ -30,6 +31,8 @@ class BENConfig(ConvNetConfig):
 
     n_treated: int = 32   # treated images per one-plate training mini-batch
     n_controls: int = 32  # DMSO images of the same plate per training mini-batch: the only source of BN statistics
+
+    bounds = {"n_treated": at_least(1), "n_controls": at_least(1)}
 
 
 @register_method

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..config_bounds import at_least
 from ..core.bn_policies import ChunkStats, PlateStats
 from ..core.recipe import Recipe
 from ..core.sampler import OnePlateBatches, PlateContext
@@ -34,6 +35,8 @@ class CSARMBNConfig(ARMBNConfig):
     """CS-ARM-BN hyper-parameters (see ARMBNConfig and ConvNetConfig for the others)."""
 
     n_controls: int = 64  # DMSO images of the same plate in every BN context: 2 x n_treated, as the reference's 128
+
+    bounds = {"n_controls": at_least(1)}
 
 
 @register_method

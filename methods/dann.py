@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config_bounds import at_least, positive
 from ..constants import DMSO_LABEL
 from ..core.bn_policies import RunningStats
 from ..core.features import classifier_head, features_and_logits
@@ -50,6 +51,9 @@ class DANNConfig(ConvNetConfig):
     reversal: float = 1.0        # gradient-reversal weight λ (reference: 1)
     domain_lr: float = 1e-4      # Adam (peak) learning rate of the domain head (reference: 1e-4)
     domain_hidden: int = 128     # hidden units of the domain head (0: linear)
+
+    bounds = {"batch_size": at_least(1), "n_target": at_least(0), "domain_weight": at_least(0),
+              "reversal": at_least(0), "domain_lr": positive(), "domain_hidden": at_least(0)}
 
 
 def domain_head(n_features: int, n_domains: int, hidden: int, lam: float) -> nn.Sequential:

@@ -25,6 +25,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from ..config_bounds import at_least
 from ..constants import DMSO_LABEL
 from ..core.bn_policies import RunningStats
 from ..core.coral import coral_penalty
@@ -45,6 +46,9 @@ class DeepCORALConfig(ConvNetConfig):
     n_target: int = 0           # unlabelled treated images of the target plates per step (0: batch_size)
     coral_weight: float = 0.1   # weight of the CORAL penalty (reference: 0.1)
     min_domain_images: int = 2  # a domain takes part in a step's penalty with at least this many images
+
+    bounds = {"batch_size": at_least(1), "n_target": at_least(0), "coral_weight": at_least(0),
+              "min_domain_images": at_least(2)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,6 +27,7 @@ import math
 import numpy as np
 import torch
 
+from ..config_bounds import at_least, positive
 from ..constants import N_CLASSES
 from ..core.bn_policies import RunningStats
 from ..core.recipe import Recipe
@@ -78,6 +79,9 @@ class DeYOConfig(ERMConfig):
     entropy_margin: float = 0.4      # weight term exp(entropy_margin · ln C − H) (reference: 0.4)
     plpd_threshold: float = 0.2      # keep images with PLPD above it (reference: 0.2)
     patch_grid: int = 4              # x' permutes a patch_grid × patch_grid grid of patches (reference: 4)
+
+    bounds = {"tta_lr": positive(), "entropy_filter": positive(), "entropy_margin": at_least(0),
+              "patch_grid": at_least(2)}
 
 
 def deyo_objective(cfg: DeYOConfig):

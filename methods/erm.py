@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..config_bounds import at_least
 from ..core.bn_policies import RunningStats
 from ..core.recipe import Recipe
 from ..core.sampler import MixedBatches
@@ -24,6 +25,8 @@ class ERMConfig(ConvNetConfig):
     """ERM hyper-parameters (CPU defaults; see ConvNetConfig for the shared ones)."""
 
     batch_size: int = 32  # treated images per mixed mini-batch (reference: 64)
+
+    bounds = {"batch_size": at_least(1)}
 
 
 @register_method

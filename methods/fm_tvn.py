@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config_bounds import at_least
 from ..constants import N_CLASSES
 from ..core.encoders import Encoder
 from ..core.profile_cache import EmbeddingCache
@@ -41,6 +42,8 @@ class FMTVNConfig(MethodConfig):
     ridge: float = 0.5               # added to every TVN covariance's diagonal (reference: 0.5)
     c_grid: str = "0.01,0.1,1,10"    # inverse regularisation strengths tried; the lowest val loss wins
     embed_batch_size: int = 256      # images per encoder forward pass
+
+    bounds = {"n_components": at_least(0), "ridge": at_least(0), "embed_batch_size": at_least(1)}
 
 
 @register_method

@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from ..config_bounds import at_least, positive
 from ..constants import N_CLASSES
 from ..core.intensity import MIN_STD, channel_statistics, feature_names, standardise_by_controls
 from ..datasets.dataset import LabelledImages, PlateView
@@ -42,6 +43,8 @@ class IntensityStatsConfig(MethodConfig):
     C: float = 1.0           # inverse L2 regularisation strength of the logistic regression (fixed, not selected)
     min_std: float = MIN_STD  # floor on each feature's DMSO standard deviation in the per-plate standardisation
     max_iter: int = 5000     # iteration limit of the lbfgs solver
+
+    bounds = {"C": positive(), "min_std": positive(), "max_iter": at_least(1)}
 
 
 @register_method

@@ -30,6 +30,7 @@ class ProfileCombatConfig(ProfileConfig):
     mean_only: bool = False   # adjust only the location, not the scale
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the bounds
         check_batch_key(self.batch_key)  # refuse before any run starts, not inside fit
 
 

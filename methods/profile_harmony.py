@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..config_bounds import at_least, positive
 from ..core.profile_corrections import Correction, Harmony, check_batch_key
 from ..core.profiles import ProfileConfig, ProfileMethod
 from ..registry import register_method
@@ -34,7 +35,11 @@ class ProfileHarmonyConfig(ProfileConfig):
     neighbours: int = 10      # fitted images whose corrections move an image Harmony did not see
     threads: int = 1          # harmonypy threads (1 on a shared CPU)
 
+    bounds = {"theta": at_least(0), "sigma": positive(), "n_clusters": at_least(0), "max_iter": at_least(1),
+              "neighbours": at_least(1), "threads": at_least(0)}
+
     def __post_init__(self) -> None:
+        super().__post_init__()  # the bounds
         check_batch_key(self.batch_key)  # refuse before any run starts, not inside fit
 
 

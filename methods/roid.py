@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config_bounds import between, positive
 from ..core.bn_policies import RunningStats
 from ..core.recipe import Recipe
 from ..core.sampler import MixedBatches
@@ -103,6 +104,9 @@ class ROIDConfig(ERMConfig):
     prior_momentum: float = 0.9     # prior ← m·prior + (1 − m)·mean p (reference: 0.9)
     source_momentum: float = 0.99   # θ ← m·θ + (1 − m)·θ_source after every step (reference: 0.99)
     loss_divisor: float = 64.0      # both loss terms are divided by this fixed number (reference: 64)
+
+    bounds = {"tta_lr": positive(), "temperature": positive(), "prior_momentum": between(0, 1),
+              "source_momentum": between(0, 1), "loss_divisor": positive()}
 
 
 def roid_objective(cfg: ROIDConfig):

@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from ..config_bounds import positive
 from ..core.bn_policies import RunningStats
 from ..core.recipe import Recipe
 from ..core.sampler import MixedBatches
@@ -40,6 +41,8 @@ class TentConfig(ERMConfig):
     """TENT hyper-parameters: ERM's (the source model) and the test-time optimiser's."""
 
     tta_lr: float = 1e-3  # Adam learning rate of the BN affine parameters on a target plate (reference: 1e-3)
+
+    bounds = {"tta_lr": positive()}
 
 
 @register_method

@@ -22,9 +22,10 @@ def leaderboard(
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw the accuracy figure.")] = True,
     baseline: Annotated[str, typer.Option(help="Method the paired differences are taken to.")] = BASELINE,
 ) -> None:
-    """Rebuild the leaderboard from the run records alone."""
+    """Rebuild the leaderboard from the run records alone, recomputing every metric from the predictions files
+    (a record whose stored metrics disagree is refused)."""
     result = build_leaderboard(results, out, include_quick=include_quick, figures=figures,
-                               baseline=baseline)
+                               baseline=baseline, verify_metrics=True)
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {result.markdown_path} from {result.n_records} run records"

@@ -16,21 +16,44 @@ methods_app = typer.Typer(help="Batch-correction methods: list, check, new, rege
 
 @methods_app.command("list")
 @handle_errors
-def list_methods() -> None:
-    """Show every registered method: access level, origin (platebench or the plugin package), description."""
-    from ..plugins import plugin_problems
-    from ..registry import available_methods, method_origin
+def list_methods(
+    describe: Annotated[bool, typer.Option("--describe", help="Also ask a sandboxed worker for each plugin's access "
+                                           "level and description (imports each plugin there, a few seconds each)."
+                                           )] = False,
+) -> None:
+    """Show every method: access level, origin (platebench or the plugin package), description.
 
-    methods = available_methods()
-    width = max([len(n) for n in methods] + [6])
-    origins = {name: method_origin(name) for name in methods}
-    owidth = max([len(o) for o in origins.values()] + [6])
-    awidth = max([len(str(cls.access)) for cls in methods.values()] + [6])
-    typer.echo(f"{'method':<{width}}  {'access':<{awidth}}  {'origin':<{owidth}}  description")
-    for name, cls in methods.items():
-        typer.echo(f"{name:<{width}}  {str(cls.access):<{awidth}}  {origins[name]:<{owidth}}  {cls.description}")
-    for problem in plugin_problems():
-        typer.echo(f"warning: {problem}", err=True)
+    Plugins are listed from their package's metadata without running any of their code: access
+    ``?`` and their package's summary, unless --describe asks a sandboxed worker for what they declare.
+    """
+    from ..errors import BenchError
+    from ..method_info import method_info
+    from ..registry import available_methods, method_entries, plugin_problems
+
+    classes = available_methods()
+    rows, warnings = [], []
+    for name, entry in method_entries().items():
+        if not entry.plugin:
+            cls = classes[name]
+            rows.append((name, str(cls.access), entry.origin, cls.description))
+            continue
+        access, text = "?", entry.summary or f"(plugin {entry.target})"
+        if describe:
+            try:
+                info = method_info(name)
+                access, text = str(info.access), info.description
+            except BenchError as exc:
+                warnings.append(f"plugin method '{name}' ({entry.origin}) could not be described: {exc}")
+        rows.append((name, access, entry.origin, text))
+    widths = [max([len(r[i]) for r in rows] + [6]) for i in range(3)]
+    typer.echo(f"{'method':<{widths[0]}}  {'access':<{widths[1]}}  {'origin':<{widths[2]}}  description")
+    for name, access, origin, text in rows:
+        typer.echo(f"{name:<{widths[0]}}  {access:<{widths[1]}}  {origin:<{widths[2]}}  {text}")
+    if not describe and any(r[1] == "?" for r in rows):
+        typer.echo("access ?: a plugin, listed from its package metadata without running its code; "
+                   "`bench methods list --describe` asks a sandboxed worker what it declares")
+    for line in [*(f"{p}" for p in plugin_problems()), *warnings]:
+        typer.echo(f"warning: {line}", err=True)
 
 
 @methods_app.command("check")
@@ -40,20 +63,24 @@ def check(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value "
                                                    "(repeatable), applied after the quick settings.")] = None,
 ) -> None:
-    """Run the conformance checks on NAME (a tiny synthetic fold, well under 2 minutes); exit 1 if any fails."""
-    from ..conformance import CHECK_DATASET, CheckResult, check_data, iter_checks
-    from ..protocol import parse_overrides, resolve_config
-    from ..registry import get_method, method_origin
+    """Run the conformance checks on NAME (a tiny synthetic fold, well under 2 minutes); exit 1 if any fails.
 
-    cls = get_method(name)
-    config = resolve_config(cls, parse_overrides(set_ or []), quick=True)
-    typer.echo(f"checking '{name}' (access {cls.access}, from {method_origin(name)}) on the check fold of "
+    A plugin's in-process checks run in a sandboxed process (its code never runs in this one); the
+    ``sealed`` check runs it in a sealed worker, as ``bench run`` does.
+    """
+    from ..conformance import CHECK_DATASET, CheckResult, check_data, iter_checks
+    from ..method_info import method_info
+    from ..protocol import parse_overrides
+
+    overrides = parse_overrides(set_ or [])
+    info = method_info(name, overrides, quick=True)  # unknown names and bad overrides fail here
+    typer.echo(f"checking '{name}' (access {info.access}, from {info.origin}) on the check fold of "
                f"synthetic {', '.join(f'{k}={v}' for k, v in CHECK_DATASET.items())}")
     start = time.perf_counter()
     data = check_data()
     results: list[CheckResult] = []
     marks = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
-    for result in iter_checks(cls, data, config):
+    for result in iter_checks(name, data, overrides=overrides, info=info):
         results.append(result)
         typer.echo(f"  {marks[result.status]}  {result.check:<24} {result.message}")
     counts = {s: sum(r.status == s for r in results) for s in marks}

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..config_bounds import naming_method
 from ..errors import BenchError
 from ..records import DEFAULT_RESULTS
+from ..results_folder import check_output_folder
 from ..sealed.limits import DEFAULT_TIME_LIMIT_S
 from .common import handle_errors
 
@@ -86,22 +88,25 @@ def run(
     validation labels (docs/sealed.md).
     """
     from ..presets import get_preset
-    from ..protocol import DEFAULT_SEEDS, parse_overrides, resolve_config, resolve_device, run_protocol
-    from ..registry import get_method
+    from ..protocol import DEFAULT_SEEDS, parse_overrides, resolve_device, run_protocol
 
     if preset is not None:
         get_preset(preset)  # unknown names list the valid ones
     if show_config:
         import json
 
-        config = resolve_config(get_method(method), parse_overrides(set_ or []), quick, preset)
+        from ..method_info import method_info
+
+        with naming_method(method):
+            info = method_info(method, parse_overrides(set_ or []), quick, preset)  # a plugin: described in a sandbox
         typer.echo(json.dumps({"method": method, "preset": preset, "device": resolve_device(device),
-                               "config": config.to_dict()}, indent=1))
+                               "config": info.config}, indent=1))
         return
 
-    from ..sealed.forkserver import warm_up
+    from ..sealed.runs import warm_up
 
-    warm_up()  # the sealed workers' forkserver imports torch while this process does the same
+    check_output_folder(results)  # before anything starts: a file in the way would fail the first record
+    warm_up()  # the sealed workers' zygote imports torch while this process does the same
     seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else ([0] if quick else list(DEFAULT_SEEDS))
     fold_list = parse_int_list(folds, "--folds") if folds is not None else None
     outcomes = run_protocol(method, split, dataset, seeds=seed_list, folds=fold_list, split_seed=split_seed,

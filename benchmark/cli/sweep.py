@@ -10,6 +10,7 @@ import typer
 
 from ..errors import BenchError
 from ..records import DEFAULT_RESULTS
+from ..results_folder import check_output_folder
 from ..sealed.limits import DEFAULT_TIME_LIMIT_S
 from .common import handle_errors
 from .run import parse_int_list
@@ -133,6 +134,8 @@ def sweep(
                            array_parallelism=array_parallelism, max_retries=max_retries, folder=slurm_folder)
     n_jobs = jobs if jobs is not None else default_jobs()
     check_executor(executor, n_jobs)
+    check_output_folder(results)  # before any unit starts: a file in the way would fail every record
+    check_output_folder(logs if logs is not None else Path(results).parent / "logs", "--logs")
     seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else ([0] if quick else [0, 1, 2])
     fold_list = parse_int_list(folds, "--folds") if folds is not None else None
     settings = RunSettings.build(results_dir=results, dataset=dataset, split_seed=split_seed, device=device,

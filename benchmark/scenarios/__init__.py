@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from ..datasets.dataset import Dataset
 from ..errors import BenchError, UnknownNameError
-from .base import PlateCase, Scenario, case_rng
+from ..orders import DEFAULT_ORDER_SCHEME
+from .base import Drawn, PlateCase, Scenario, case_rng
 from .controls import Controls
 from .label_shift import LabelShift
 from .severity import Severity
@@ -22,11 +23,11 @@ SCENARIO_NAMES = ("label_shift", "controls", "support", "severity")
 _CLASSES = {"label_shift": LabelShift, "controls": Controls, "support": Support, "severity": Severity}
 
 
-def get_scenario(name: str) -> Scenario:
-    """A fresh scenario object by name (unknown names list the valid ones)."""
+def get_scenario(name: str, order_scheme: str = DEFAULT_ORDER_SCHEME) -> Scenario:
+    """A fresh scenario object by name, drawing its cuts under ``order_scheme`` (unknown names list the valid ones)."""
     if name not in _CLASSES:
         raise UnknownNameError("scenario", name, SCENARIO_NAMES)
-    return _CLASSES[name]()
+    return _CLASSES[name](order_scheme)
 
 
 def applicable(dataset: Dataset) -> tuple[str, ...]:
@@ -51,4 +52,5 @@ def parse_scenarios(text: str | Sequence[str] | None, dataset: Dataset) -> tuple
     return tuple(n for n in SCENARIO_NAMES if n in names)
 
 
-__all__ = ["SCENARIO_NAMES", "PlateCase", "Scenario", "applicable", "case_rng", "get_scenario", "parse_scenarios"]
+__all__ = ["SCENARIO_NAMES", "Drawn", "PlateCase", "Scenario", "applicable", "case_rng", "get_scenario",
+           "parse_scenarios"]

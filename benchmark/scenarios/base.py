@@ -6,9 +6,10 @@ images to score, the DMSO images that go with them, and where the pixels come fr
 the evaluator hands each case to the method as an ordinary plate view, scores the
 predictions with the labels it keeps, and writes one block per level into the run's record.
 
-Every random choice of a scenario is drawn from :func:`case_rng`, keyed by the scenario,
-the level and the plate name only: every method, seed and fold sees the same cut of the
-same plate.
+Every random choice of a scenario is drawn from :meth:`Drawn.case_rng`
+(:func:`benchmark.orders.case_rng` under the scenario's ``order_scheme``), keyed by the
+dataset's order key (``keyed-v1``: which the sealed worker cannot compute), the scenario, the
+level and the plate name only: every method, seed and fold sees the same cut of the same plate.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 
 from ..datasets.dataset import Dataset
 from ..methods.base import AccessLevel
-from ..seeding import name_key
+from ..orders import DEFAULT_ORDER_SCHEME, check_scheme, public_case_rng
+from ..orders import case_rng as keyed_case_rng
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,22 @@ class Scenario(Protocol):
         """One line saying what the level hands a method."""
 
 
+class Drawn:
+    """Base of the built-in scenarios: the order scheme their cuts are drawn under (one per scenario object)."""
+
+    name: str
+
+    def __init__(self, order_scheme: str = DEFAULT_ORDER_SCHEME):
+        self.order_scheme = check_scheme(order_scheme)
+
+    def case_rng(self, dataset: Dataset, level: str, plate: str) -> np.random.Generator:
+        """The generator of this scenario's cut of ``plate`` at ``level`` (:func:`benchmark.orders.case_rng`)."""
+        return keyed_case_rng(dataset, self.name, level, plate, self.order_scheme)
+
+
 def case_rng(scenario: str, level: str, plate: str) -> np.random.Generator:
-    """The generator of one (scenario, level, plate): stable across methods, seeds, folds and processes."""
-    return np.random.default_rng(name_key(f"platebench-scenario|{scenario}|{level}|{plate}"))
+    """The public-v0 generator of one (scenario, level, plate) (records made before keyed orders)."""
+    return public_case_rng(scenario, level, plate)
 
 
-__all__ = ["PlateCase", "Scenario", "case_rng"]
+__all__ = ["Drawn", "PlateCase", "Scenario", "case_rng"]

@@ -14,12 +14,12 @@ import numpy as np
 
 from ..datasets.dataset import Dataset
 from ..methods.base import AccessLevel
-from .base import PlateCase, case_rng
+from .base import Drawn, PlateCase
 
 LEVELS = ("all", "32", "8", "2")
 
 
-class Controls:
+class Controls(Drawn):
     """The DMSO budget per target plate."""
 
     name = "controls"
@@ -47,7 +47,7 @@ class Controls:
         controls = np.asarray(control_ids, dtype=np.int64)
         k = self.budget(level)
         if k is not None and k < len(controls):
-            controls = np.sort(case_rng(self.name, level, plate).choice(controls, size=k, replace=False))
+            controls = np.sort(self.case_rng(dataset, level, plate).choice(controls, size=k, replace=False))
         return [PlateCase(plate, np.asarray(treated_ids, dtype=np.int64), controls, dataset)]
 
 

@@ -19,7 +19,7 @@ import polars as pl
 
 from ..datasets.dataset import Dataset
 from ..methods.base import AccessLevel
-from .base import PlateCase, case_rng
+from .base import Drawn, PlateCase
 
 LEVELS = ("inf", "1", "0.1", "0.01")
 
@@ -45,7 +45,7 @@ def allocate(n: int, p: np.ndarray) -> np.ndarray:
     return counts
 
 
-class LabelShift:
+class LabelShift(Drawn):
     """Dirichlet(α) class proportions per target plate, same number of images at every α."""
 
     name = "label_shift"
@@ -67,7 +67,7 @@ class LabelShift:
 
     def cases(self, dataset: Dataset, level: str, plate: str, treated_ids: np.ndarray,
               control_ids: np.ndarray) -> list[PlateCase]:
-        rng = case_rng(self.name, level, plate)
+        rng = self.case_rng(dataset, level, plate)
         labels = dataset.index[np.asarray(treated_ids, dtype=np.int64)]["label"].to_numpy()
         classes, counts = np.unique(labels, return_counts=True)
         want = allocate(int(counts.min()), proportions(float(level), len(classes), rng))

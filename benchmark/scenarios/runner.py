@@ -4,7 +4,8 @@ Called by :func:`benchmark.evaluation.evaluate` after the plain evaluation, on t
 host (the same fitted model, in the same sealed worker). For each level and each target
 plate of the fold, every :class:`~benchmark.scenarios.base.PlateCase` becomes one
 adapt/predict call on an ordinary :class:`PlateView` (treated images shuffled, as in the
-plain evaluation); the predictions are scored with :func:`benchmark.metrics.classification_metrics`.
+plain evaluation, by :func:`benchmark.orders.order_rng` under the run's order scheme, which
+also keys the scenarios' cuts); the predictions are scored with :func:`benchmark.metrics.classification_metrics`.
 
 A level's block says its ``status``: ``ok`` (scored), ``plain`` (the level is the plain
 evaluation: its metrics are copied), ``unchanged`` (the scenario changes nothing the
@@ -16,7 +17,6 @@ the message is kept and the other levels go on). A sealed worker that dies fails
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,8 +24,10 @@ import numpy as np
 
 from ..constants import N_CLASSES
 from ..datasets.dataset import Dataset, PlateView
+from ..errors import BenchError
 from ..method_calls import StageError, check_probabilities
 from ..metrics import classification_metrics
+from ..orders import DEFAULT_ORDER_SCHEME, check_scheme, order_rng, scenario_purpose
 from ..splits import Fold
 from . import get_scenario
 from .base import PlateCase, Scenario
@@ -47,22 +49,30 @@ def target_plates(dataset: Dataset, fold: Fold) -> dict[str, tuple[np.ndarray, n
 
 
 def run_scenarios(host: Any, dataset: Dataset, fold: Fold, seed: int, split_seed: int,
-                  names: Sequence[str | Scenario], plain: dict[str, Any], fit_s: float) -> dict[str, Any]:
+                  names: Sequence[str | Scenario], plain: dict[str, Any], fit_s: float, *,
+                  order_scheme: str = DEFAULT_ORDER_SCHEME) -> dict[str, Any]:
     """One block per scenario (``{name: {description, levels: {level: block}}}``) for the fitted ``host``.
 
     ``names`` are registered scenarios or scenario objects (an experiment's own, e.g.
     ``scripts/label_shift_per_class.py``); ``plain`` is the plain evaluation's out-of-domain
     metrics (copied into ``plain`` and ``unchanged`` levels); ``fit_s`` the fit's seconds (each
-    level reports its share of it).
+    level reports its share of it). Every shuffle and cut is drawn under ``order_scheme``
+    (:mod:`benchmark.orders`); a scenario object drawing under another scheme is refused.
     """
+    check_scheme(order_scheme)
     plates = target_plates(dataset, fold)
     out: dict[str, Any] = {}
     for name in names:
-        scenario = get_scenario(name) if isinstance(name, str) else name
+        scenario = get_scenario(name, order_scheme) if isinstance(name, str) else name
+        own = getattr(scenario, "order_scheme", order_scheme)
+        if own != order_scheme:
+            raise BenchError(f"scenario '{scenario.name}' draws its cuts under order scheme '{own}' but the run "
+                             f"uses '{order_scheme}'; build it with order_scheme='{order_scheme}'")
         name = scenario.name
         levels = {}
         for level in scenario.levels:
-            levels[level] = _level_block(host, dataset, fold, seed, split_seed, scenario, level, plates, plain, fit_s)
+            levels[level] = _level_block(host, dataset, fold, seed, split_seed, scenario, level, plates, plain, fit_s,
+                                         order_scheme)
         out[name] = {"format": BLOCK_FORMAT, "description": scenario.description,
                      "plain_level": scenario.plain_level(dataset), "levels": levels}
     return out
@@ -80,7 +90,7 @@ def scenario_block_current(name: str, block: Any) -> bool:
 
 def _level_block(host: Any, dataset: Dataset, fold: Fold, seed: int, split_seed: int, scenario: Scenario,
                  level: str, plates: dict[str, tuple[np.ndarray, np.ndarray]], plain: dict[str, Any],
-                 fit_s: float) -> dict[str, Any]:
+                 fit_s: float, order_scheme: str) -> dict[str, Any]:
     head = {"level": level, "what": scenario.describe_level(level)}
     if scenario.unchanged_for(host.access):
         return {**head, "status": "unchanged", "metrics": plain,
@@ -91,7 +101,7 @@ def _level_block(host: Any, dataset: Dataset, fold: Fold, seed: int, split_seed:
     if refusal:
         return {**head, "status": "failed", "error": refusal}
     start = time.perf_counter()
-    rng = np.random.default_rng([split_seed, fold.index, seed, 13, zlib.crc32(f"{scenario.name}|{level}".encode())])
+    rng = order_rng(dataset, fold, seed, split_seed, scenario_purpose(scenario.name, level), order_scheme)
     ids, probs, n_cases, n_controls = [], [], 0, []
     try:
         for plate, (treated, controls) in plates.items():

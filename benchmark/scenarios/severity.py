@@ -15,14 +15,14 @@ import numpy as np
 
 from ..datasets.dataset import Dataset
 from ..methods.base import AccessLevel
-from .base import PlateCase
+from .base import Drawn, PlateCase
 
 LEVELS = ("0", "0.5", "1", "2", "3")
 _TWINS: dict[tuple[str, str], Dataset] = {}
 """Twins opened in this process (opening one verifies its checksums: once per process, not per run)."""
 
 
-class Severity:
+class Severity(Drawn):
     """Target plates re-rendered at technical severity 0 … 3 (training plates unchanged)."""
 
     name = "severity"

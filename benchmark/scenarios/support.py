@@ -14,12 +14,12 @@ import numpy as np
 
 from ..datasets.dataset import Dataset
 from ..methods.base import AccessLevel
-from .base import PlateCase, case_rng
+from .base import Drawn, PlateCase
 
 LEVELS = ("all", "32", "8")
 
 
-class Support:
+class Support(Drawn):
     """Groups of ``n`` treated images of a target plate, adapted and predicted separately."""
 
     name = "support"
@@ -45,7 +45,7 @@ class Support:
         if level == "all":
             return [PlateCase(plate, treated, controls, dataset)]
         n = int(level)
-        shuffled = case_rng(self.name, level, plate).permutation(treated)
+        shuffled = self.case_rng(dataset, level, plate).permutation(treated)
         return [PlateCase(plate, np.sort(shuffled[i:i + n]), controls, dataset)
                 for i in range(0, len(shuffled), n)]
 

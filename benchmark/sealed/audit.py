@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import struct
 import sys
@@ -316,6 +317,22 @@ def _refuse_fork_exec(hook: Hook) -> None:
         return original(*args, **kwargs)  # not reached
 
     _posixsubprocess.fork_exec = fork_exec
+
+
+def read_violation(fd: int) -> str | None:
+    """The audit hook's line (a 4-byte length, then text), read without blocking; None when there is none."""
+    ready, _, _ = select.select([fd], [], [], 0)
+    if not ready:
+        return None
+    try:
+        head = os.read(fd, 4)
+        if len(head) < 4:
+            return None
+        (length,) = struct.unpack("!i", head)
+        data = os.read(fd, max(0, min(length, 4000)))
+    except OSError:
+        return None
+    return data.decode(errors="replace") or None
 
 
 def install(policy: Policy, report_fd: int) -> Hook:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import struct
 import sys
 import time
 import uuid
@@ -33,7 +32,7 @@ from ..datasets.dataset import PlateView
 from ..errors import BenchError, LeakageError, MethodError
 from ..method_calls import RemoteError, StageError
 from . import outbox
-from .audit import VIOLATION_EXIT, Policy
+from .audit import VIOLATION_EXIT, Policy, read_violation
 from .channel import ArraySpec, Channel, ChannelError, ChannelTimeout, Message
 from .limits import Limits
 from .worker import spec_fields
@@ -77,8 +76,9 @@ class SealedHost:
         self.name, self.access, self.min_controls = info.name, info.access, int(info.min_controls)
         self.limits, self.zygote, self.models = limits, zygote, models
         memory = int(limits.memory_gb * 2**30) if limits.memory_gb else None
-        self.builtin = str(info.module).startswith("benchmark.methods.")
+        self.builtin = bool(info.builtin)  # the evaluator's registry says so, not the module's name
         self._spec = spec_fields(method=info.name, module=info.module, qualname=info.qualname,
+                                 builtin=self.builtin, plugin=bool(getattr(info, "plugin", False)),
                                  config=dict(info.config), device=device, verbose=verbose, store=str(store),
                                  models=str(models) if models is not None else None, policy=policy,
                                  environ=dict(os.environ), sandbox=sandbox, memory_limit_bytes=memory,
@@ -232,7 +232,7 @@ class SealedHost:
             ready, _, _ = select.select([self._conn.fileno(), self._report_r, self.zygote.fileno()], [], [],
                                         remaining)
             if self._report_r in ready:
-                self._line = self._line or _read_violation(self._report_r)
+                self._line = self._line or read_violation(self._report_r)
                 if self._line:
                     self._failed(stage, plate)
             if self._conn.fileno() in ready:
@@ -311,7 +311,7 @@ class SealedHost:
             self._await_exit(EXIT_GRACE_S)
         self._stopped = time.perf_counter()
         if self._report_r is not None:
-            self._line = self._line or _read_violation(self._report_r)
+            self._line = self._line or read_violation(self._report_r)
         where = f"{stage}{f' on plate {plate}' if plate else ''}"
         code = (self._exit or {}).get("code")
         if self._line or code == VIOLATION_EXIT:
@@ -378,22 +378,6 @@ def _closed(exc: ChannelError) -> bool:
     from .channel import ChannelClosed
 
     return isinstance(exc, ChannelClosed)
-
-
-def _read_violation(fd: int) -> str | None:
-    """The audit hook's line (a 4-byte length, then text), read without blocking; None when there is none."""
-    ready, _, _ = select.select([fd], [], [], 0)
-    if not ready:
-        return None
-    try:
-        head = os.read(fd, 4)
-        if len(head) < 4:
-            return None
-        (length,) = struct.unpack("!i", head)
-        data = os.read(fd, max(0, min(length, 4000)))
-    except OSError:
-        return None
-    return data.decode(errors="replace") or None
 
 
 def _round(value: float | None) -> float | None:

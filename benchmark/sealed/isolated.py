@@ -49,20 +49,23 @@ def run_isolated(target: str, payload: dict, *, time_limit_s: float = 600.0, mem
     reads = sorted({*readable_code(), *(os.path.realpath(p) for p in readable)})
     scratch = tempfile.mkdtemp(prefix="platebench-isolated-")
     ours, theirs = Channel.pair()
+    report_r, report_w = os.pipe()
     fd = theirs.fileno()
-    command = [sys.executable, "-m", "benchmark.sealed.isolated", str(fd)]
+    command = [sys.executable, "-m", "benchmark.sealed.isolated", str(fd), str(report_w)]
     if kind == "bubblewrap":
         command = [*bwrap_command(reads, [scratch]), *command]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     deadline = time.monotonic() + time_limit_s
     try:
-        process = subprocess.Popen(command, pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(command, pass_fds=(fd, report_w), env=env, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
     except OSError as exc:
         shutil.rmtree(scratch, ignore_errors=True)
+        os.close(report_r)
         raise IsolatedFailure(f"could not start an isolated interpreter ({exc})") from exc
     finally:
         theirs.close()
+        os.close(report_w)
     ours.name = "the isolated interpreter's reply"
     try:
         ours.send("call", {"target": target, "payload": payload, "readable": [*reads, "/dev", "/proc"],
@@ -74,11 +77,18 @@ def run_isolated(target: str, payload: dict, *, time_limit_s: float = 600.0, mem
         raise IsolatedFailure(f"{target} ran past its time limit of {time_limit_s:g} s in an isolated interpreter "
                               "and was stopped") from None
     except ChannelError as exc:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        from .audit import read_violation
+
+        line = read_violation(report_r)
         code = process.poll()
-        raise IsolatedFailure(f"{target} failed in an isolated interpreter ({exc}"
-                              f"{f'; it exited with code {code}' if code is not None else ''})") from None
+        raise IsolatedFailure(f"{target} failed in an isolated interpreter: "
+                              f"{f'the sandbox stopped it: {line}' if line else exc}"
+                              f"{f' (exit code {code})' if code is not None else ''}") from None
     finally:
         ours.close()
+        os.close(report_r)
         with contextlib.suppress(OSError):
             os.killpg(process.pid, 9)
         process.wait(timeout=30)
@@ -93,7 +103,7 @@ def run_isolated(target: str, payload: dict, *, time_limit_s: float = 600.0, mem
     return result
 
 
-def _serve(fd: int) -> None:
+def _serve(fd: int, report_fd: int) -> None:
     """The isolated interpreter: receive the call, confine this process, call, answer (see module docstring)."""
     from . import audit, landlock
     from .channel import plain_json
@@ -116,7 +126,7 @@ def _serve(fd: int) -> None:
     landlock.restrict_to(readable, [scratch], devices)
     from . import preload  # noqa: F401 - the label-free libraries, imported before the hook as in the zygote
     audit.install(audit.Policy(protected=(), readable=tuple(os.path.realpath(p) for p in readable),
-                               writable=(os.path.realpath(scratch), *devices)), 2)
+                               writable=(os.path.realpath(scratch), *devices)), report_fd)
     if fields.get("memory_limit_bytes"):
         import resource
 
@@ -134,7 +144,7 @@ def _serve(fd: int) -> None:
 
 if __name__ == "__main__":
     try:
-        _serve(int(sys.argv[1]))
+        _serve(int(sys.argv[1]), int(sys.argv[2]))
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):

@@ -26,8 +26,6 @@ from .policy import ProtectedFiles, check_environment, protected_files, run_poli
 from .sandbox import choose, module_folder, readable_code
 from .zygote_client import ZygoteProcess
 
-BUILT_IN = "benchmark.methods."
-
 _ZYGOTES: dict[tuple[str, tuple[str, ...]], ZygoteProcess] = {}
 """Zygotes of this process by (sandbox kind, what they read): started once, reused by every SealedRuns."""
 
@@ -59,15 +57,28 @@ def warm_up(cache: Path | None = None) -> None:
     zygote_for(kind, _zygote_reads(Path(cache) if cache is not None else cache_dir(), ()))
 
 
-def _zygote_reads(cache: Path, modules: tuple[str, ...]) -> tuple[str, ...]:
-    """What a zygote binds read-only: the code, and the cache's sealed stores and models (each worker then
-    narrows this to its own fold with Landlock)."""
+def _own_folders(info: Any) -> tuple[str, ...]:
+    """The folders of a method's own package that Python and platebench's do not cover: a plugin's (from its entry
+    point's metadata, not from what its class claims), or a local method's module (a test's)."""
+    if info.builtin:
+        return ()
+    if getattr(info, "plugin", False):
+        from ..method_info import plugin_folders
+
+        return tuple(plugin_folders(info.name))
+    folder = module_folder(str(info.module))
+    return (folder,) if folder else ()
+
+
+def _zygote_reads(cache: Path, folders: tuple[str, ...]) -> tuple[str, ...]:
+    """What a zygote binds read-only: the code (and ``folders``), and the cache's sealed stores and models (each
+    worker then narrows this to its own fold with Landlock)."""
     roots = []
     for sub in (SEALED_DIR, MODELS_DIR):
         folder = cache / sub
         folder.mkdir(parents=True, exist_ok=True)
         roots.append(os.path.realpath(folder))
-    return tuple(sorted({*readable_code(modules), *roots}))
+    return tuple(sorted({*readable_code(), *folders, *roots}))
 
 
 class SealedRuns:
@@ -97,14 +108,12 @@ class SealedRuns:
         if self._protected is None:
             self._protected = protected_files(self.dataset, self.cache)
             check_environment(self._protected, [sys.prefix, *readable_code()])
-        builtin = str(info.module).startswith(BUILT_IN)
-        models = models_path(store.root) if builtin else None
+        models = models_path(store.root) if info.builtin else None
         if models is not None:
             models.mkdir(parents=True, exist_ok=True)  # the evaluator's: the worker only reads it
-        own = () if builtin else (str(info.module),)
-        folder = module_folder(str(info.module)) if own else None
-        zygote = zygote_for(self.kind, _zygote_reads(self.cache, own if folder else ()))
-        readable = [*readable_code(own)]
+        own = _own_folders(info)
+        zygote = zygote_for(self.kind, _zygote_reads(self.cache, own))
+        readable = [*readable_code(), *own]
         policy = run_policy(self._protected, store.root, models, readable, (os.getpid(),))
         return SealedHost(info, device, verbose, store.root, models, policy, zygote, self.kind, self.limits)
 

@@ -51,10 +51,6 @@ from .audit import Policy
 from .channel import Channel, ChannelError, plain_json
 from .foldstore import open_sealed_fold
 
-BUILT_IN = "benchmark.methods."
-"""Module prefix of platebench's own (reviewed) methods: only they get a models folder."""
-
-
 @dataclass(frozen=True)
 class WorkerSpec:
     """Everything a worker needs to set up one run (plain JSON values; see :func:`spec_fields`)."""
@@ -62,7 +58,8 @@ class WorkerSpec:
     method: str                 # registered name
     module: str                 # module defining the method class
     qualname: str               # the class's qualified name in that module
-    builtin: bool               # a platebench method (module under benchmark.methods.)
+    builtin: bool               # a platebench method (the evaluator's registry says so)
+    plugin: bool                # an entry-point plugin: imported through its entry point, nothing else
     config: dict                # the resolved config (to_dict())
     device: str
     verbose: bool
@@ -80,7 +77,8 @@ class WorkerSpec:
         """The spec from its JSON form (:func:`spec_fields`)."""
         policy = dict(fields["policy"])
         return cls(method=str(fields["method"]), module=str(fields["module"]), qualname=str(fields["qualname"]),
-                   builtin=bool(fields["builtin"]), config=dict(fields["config"]), device=str(fields["device"]),
+                   builtin=bool(fields["builtin"]), plugin=bool(fields.get("plugin")),
+                   config=dict(fields["config"]), device=str(fields["device"]),
                    verbose=bool(fields["verbose"]), store=str(fields["store"]),
                    models=None if fields.get("models") is None else str(fields["models"]),
                    policy=Policy(protected=tuple((str(a), str(b)) for a, b in policy["protected"]),
@@ -94,12 +92,13 @@ class WorkerSpec:
                    sys_path=tuple(str(p) for p in fields.get("sys_path", ())))
 
 
-def spec_fields(*, method: str, module: str, qualname: str, config: dict, device: str, verbose: bool, store: str,
+def spec_fields(*, method: str, module: str, qualname: str, builtin: bool, plugin: bool, config: dict, device: str,
+                verbose: bool, store: str,
                 models: str | None, policy: Policy, environ: dict[str, str], sandbox: str,
                 memory_limit_bytes: int | None, sys_path: list[str] | None = None) -> dict[str, Any]:
     """A worker spec as JSON (the zygote adds ``scratch``)."""
-    builtin = module.startswith(BUILT_IN)
-    return {"method": method, "module": module, "qualname": qualname, "builtin": builtin, "config": config,
+    return {"method": method, "module": module, "qualname": qualname, "builtin": builtin, "plugin": plugin,
+            "config": config,
             "device": device, "verbose": verbose, "store": store, "models": models if builtin else None,
             "policy": {"protected": [list(p) for p in policy.protected], "allowed": list(policy.allowed),
                        "files": dict(policy.files), "pids": list(policy.pids), "readable": list(policy.readable),
@@ -328,6 +327,10 @@ def resolve(spec: WorkerSpec) -> type:
     """
     from ..methods.base import Method
 
+    if spec.plugin:
+        from ..registry import load_plugin_method
+
+        return load_plugin_method(spec.method)  # that entry point only, as its package declares it
     if "<locals>" in spec.qualname:
         raise BenchError(f"method '{spec.method}' is defined inside a function ({spec.module}.{spec.qualname}), "
                          "which a sealed worker cannot import; define it at module level of an importable module "
@@ -368,4 +371,4 @@ def _leave(code: int = 0) -> None:
     os._exit(code)
 
 
-__all__ = ["BUILT_IN", "WorkerSpec", "child_main", "error_payload", "resolve", "spec_fields"]
+__all__ = ["WorkerSpec", "child_main", "error_payload", "resolve", "spec_fields"]

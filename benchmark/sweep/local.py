@@ -58,7 +58,7 @@ def _worker_process(conn: Connection, worker_log: str, fresh: bool) -> None:
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     _output_to(worker_log, append=True)
-    from ..sealed.forkserver import warm_up
+    from ..sealed.runs import warm_up
 
     warm_up()  # the forkserver (and the sealed workers forked from it) write to the worker's log
     while True:

@@ -62,10 +62,11 @@ def make_plan(methods: Sequence[str], splits: Sequence[str], folds: Sequence[int
               settings: RunSettings) -> Plan:
     """Check the sweep's names and options, build its grid and sort it into finished and to-do units."""
     from ..datasets import load_dataset
+    from ..method_info import method_info
     from ..presets import get_preset
-    from ..protocol import record_is_current, resolve_config, select_folds
-    from ..records import FULL, QUICK, json_safe, record_path
-    from ..registry import get_method
+    from ..protocol import record_is_current, select_folds
+    from ..records import FULL, QUICK, record_path
+    from ..registry import method_entry
     from ..scenarios import parse_scenarios
     from ..splits import SPLITS, make_folds
 
@@ -76,20 +77,21 @@ def make_plan(methods: Sequence[str], splits: Sequence[str], folds: Sequence[int
     if not seeds:
         raise BenchError("--seeds is empty; give comma-separated integers, e.g. --seeds 0,1,2")
     methods = list(dict.fromkeys(methods))
-    classes = {name: get_method(name) for name in methods}  # unknown names list the valid ones
+    for name in methods:
+        method_entry(name)  # unknown names list the valid ones (no plugin is imported)
     for split in splits:
         if split not in SPLITS:
             raise UnknownNameError("split", split, SPLITS)
     if settings.preset is not None:
         get_preset(settings.preset)
     check_run_options(dict(settings.run_options))
-    configs = {}
-    for name, cls in classes.items():
-        try:
-            config = resolve_config(cls, dict(settings.overrides), settings.quick, settings.preset)
+    infos = {}
+    for name in methods:
+        try:  # a plugin is described in a sandbox, never imported here
+            infos[name] = method_info(name, dict(settings.overrides), settings.quick, settings.preset)
         except BenchError as exc:
             raise BenchError(f"{exc} (method {name})") from None
-        configs[name] = json_safe(config.to_dict())
+    configs = {name: info.config for name, info in infos.items()}
     dataset = load_dataset(settings.dataset)
     wanted = parse_scenarios(settings.scenarios, dataset)  # unknown or inapplicable names: an error now
     folds_by_split = {}
@@ -97,7 +99,8 @@ def make_plan(methods: Sequence[str], splits: Sequence[str], folds: Sequence[int
         chosen = select_folds(make_folds(dataset.index, split, settings.split_seed), folds)
         folds_by_split[split] = [f.index for f in chosen]
     profile = QUICK if settings.quick else FULL
-    units = [replace(u, module=classes[u.method].__module__,
+    # the unit's process imports a local class's module to register it; never a plugin's (it is found by name)
+    units = [replace(u, module="" if infos[u.method].plugin else infos[u.method].module,
                      record=str(record_path(Path(settings.results_dir), dataset.name, dataset.fingerprint, u.method,
                                             u.split, u.fold, u.seed, profile)))
              for u in grid(methods, folds_by_split, seeds, settings)]
@@ -108,7 +111,7 @@ def make_plan(methods: Sequence[str], splits: Sequence[str], folds: Sequence[int
                                                             settings.split_seed, wanted)[0]]
     done = set(finished)
     todo = [u for u in units if u not in done]
-    waits = prerequisites(todo, {name: getattr(cls, "starts_from", None) for name, cls in classes.items()})
+    waits = prerequisites(todo, {name: None if info.plugin else info.starts_from for name, info in infos.items()})
     estimates = recorded_seconds(todo, Path(settings.results_dir), dataset.name, profile)
     return Plan(order_units(todo, waits, estimates), finished, waits, estimates, dataset.name, dataset.fingerprint)
 
