@@ -14,9 +14,10 @@ source; target plates: both plates of the third source.
 
 Most checks call the method in "this process". ``sealed`` runs it end to end in a sealed
 worker process, as ``bench run`` does (:mod:`benchmark.sealed`): it fails, naming what
-was tried, when the worker's audit hook refused something, and (for a deterministic
-method) when the sealed predictions differ from the in-process ones, which happens when
-a method uses something only the in-process objects lead to.
+was tried, when the sandbox refused something; when its predictions follow the false labels
+of a canary planted where a cheater might look (:mod:`benchmark.canaries`), naming the place;
+and (for a deterministic method) when the sealed predictions differ from the in-process ones,
+which happens when a method uses something only the in-process objects lead to.
 
 A plugin's code never runs in the evaluator (:mod:`benchmark.registry`): for a plugin,
 "this process" is a sandboxed interpreter (:func:`run_checks_isolated`, started through
@@ -44,9 +45,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .constants import N_CLASSES, POSCONS
+from . import canaries
+from .constants import N_CLASSES
 from .datasets import Dataset, load_dataset
-from .datasets.dataset import LabelledImages, PlateView, open_dataset, write_dataset
+from .datasets.dataset import LabelledImages, PlateView, open_dataset
 from .errors import BenchError
 from .evaluation import LocalHost, _view_for, evaluate, target_views
 from .method_calls import StageError
@@ -162,28 +164,9 @@ def check_data() -> CheckData:
 
 
 def scrambled_copy(dataset: Dataset, plates: list[str], root: Path) -> Dataset:
-    """Write to ``root`` a dataset with the same shards whose treated rows of ``plates`` say another class.
-
-    Label ``k`` becomes ``k + 1`` (mod 8), and the compound and well become those of the new
-    class (the real JUMP layout maps wells to classes), so no column of the index tells the
-    true class of those images any more.
-    """
-    (root / "shards").mkdir(parents=True, exist_ok=True)
-    for info in dataset.meta.shards:  # copied, not hard-linked: a sandbox refuses a link to a file it may only read
-        (root / info.file).write_bytes((dataset.root / info.file).read_bytes())
-    wells = {w: (k, i) for k, _, _, _, ws in POSCONS for i, w in enumerate(ws)}
-    index = dataset.index
-    hit = (index["plate"].is_in(plates) & ~index["is_control"]).to_numpy()
-    labels, compounds, well_col = index["label"].to_list(), index["compound"].to_list(), index["well"].to_list()
-    for row in np.flatnonzero(hit):
-        new = (labels[row] + 1) % N_CLASSES
-        labels[row], compounds[row] = new, POSCONS[new][2]
-        well_col[row] = POSCONS[new][4][wells[well_col[row]][1] % 4] if well_col[row] in wells else well_col[row]
-    index = index.with_columns(pl.Series("label", labels, dtype=pl.Int8), pl.Series("compound", compounds),
-                               pl.Series("well", well_col))
-    write_dataset(root, dataset.name, dataset.meta.version, dict(dataset.meta.settings) | {"scrambled": plates},
-                  index, dataset.meta.shards)
-    return open_dataset(root)
+    """Write to ``root`` a dataset with the same shards whose treated rows of ``plates`` say another class
+    (label ``k`` becomes ``k + 1`` mod 8, with that class's compound and well: :func:`~benchmark.canaries.relabelled_copy`)."""
+    return canaries.relabelled_copy(dataset, plates, root, shift=1)
 
 
 # ----------------------------------------------------------------------------- the method under check
@@ -443,6 +426,7 @@ def check_sealed(ctx: CheckContext | PluginCheckContext) -> str:
     runs = data.sealed_runs()
     info = ctx.info
     host = runs.host(info, data.fold, ctx.device)
+    planted = canaries.plant(data.dataset, data.fold.target_ids)
     try:
         with host:
             sealed = evaluate(host, data.dataset, data.fold, SEED)
@@ -452,6 +436,14 @@ def check_sealed(ctx: CheckContext | PluginCheckContext) -> str:
         raise CheckFailed(f"in a sealed worker: {first_line(exc)}") from None
     except BenchError as exc:
         raise CheckFailed(f"in a sealed worker: {exc}") from None
+    finally:
+        canaries.remove(planted)
+    follows = canaries.followed(sealed.predictions, planted)
+    if follows is not None:
+        canary, agreement, true = follows
+        raise CheckFailed(f"its predictions follow the false labels planted at {canary.root} (agreement {agreement:.2f}, "
+                          f"with the true labels {true:.2f}): the method reads labels from files it was not given "
+                          "(earlier runs' predictions, a dataset index); use only what fit, adapt and predict hand it")
     worker = host.worker_info()
     ran = (f"ran in a sealed worker (start-up {worker['start_s']:.2f} s, {worker['wall_s']:.1f} s in all, peak "
            f"{worker['peak_rss_mb']:.0f} MB); nothing refused")

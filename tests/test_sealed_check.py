@@ -62,3 +62,51 @@ def test_the_private_read_watch_sees_only_code_outside_platebench():
     assert seen == ["LabelledImages._dataset"]
     getattr(train, "_dataset")  # outside the watch: nothing is patched any more
     assert "__getattribute__" not in type(train).__dict__
+
+
+def test_canaries_are_planted_where_a_cheater_looks_and_removed(tmp_path):
+    from benchmark import canaries
+
+    data = check_data()
+    planted = canaries.plant(data.dataset, data.fold.target_ids, [tmp_path / "a", tmp_path / "b"])
+    assert [c.shift for c in planted] == [1, 2]
+    index = planted[1].root / "index.parquet"
+    import polars as pl
+
+    false = pl.read_parquet(index)
+    rows = data.dataset.index
+    target = set(data.fold.target_ids.tolist())
+    for row_true, row_false in zip(rows.iter_rows(named=True), false.iter_rows(named=True)):
+        shifted = row_true["image_id"] in target and not row_true["is_control"]
+        assert row_false["label"] == ((row_true["label"] + 2) % 8 if shifted else row_true["label"])
+    assert list((planted[0].root / "results").rglob("*.predictions.parquet"))
+    canaries.remove(planted)
+    assert not any(c.root.exists() for c in planted)
+
+
+def test_predictions_that_follow_a_canary_are_named_and_others_not():
+    import polars as pl
+
+    from benchmark import canaries
+
+    labels = pl.Series("label", [i % 8 for i in range(64)], dtype=pl.Int8)
+    planted = [canaries.Canary(1, __import__("pathlib").Path("/x/one")), canaries.Canary(3, __import__(
+        "pathlib").Path("/x/three"))]
+    follows = canaries.followed(pl.DataFrame({"label": labels, "predicted": (labels + 3) % 8}), planted)
+    assert follows is not None and follows[0].shift == 3 and follows[1] == 1.0 and follows[2] == 0.0
+    assert canaries.followed(pl.DataFrame({"label": labels, "predicted": labels}), planted) is None
+    assert canaries.followed(pl.DataFrame({"label": labels, "predicted": labels * 0}), planted) is None
+
+
+def test_a_native_reader_without_a_sandbox_is_caught_by_a_canary(monkeypatch, tmp_path):
+    """With the audit hook alone a native reader wins (docs/sealed.md); the canary in the temporary folder names it."""
+    import tempfile
+
+    from benchmark import canaries
+
+    monkeypatch.setenv("PLATEBENCH_SANDBOX", "audit")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv(_cheaters.ROOT_ENV, str(tmp_path / canaries.FOLDER))  # the cheater looks in the temp folder
+    result = {r.check: r for r in iter_checks("_cheat_native", check_data())}["sealed"]
+    assert result.status == "failed", result.message
+    assert f"follow the false labels planted at {tmp_path / canaries.FOLDER}" in result.message
