@@ -179,7 +179,7 @@ class Stopped(Exception):
     pass
 
 
-def test_the_hook_opens_only_the_runs_own_models_folder(toy_dataset, tmp_path):
+def test_the_hook_reads_only_the_runs_own_models_folder_and_never_writes_it(toy_dataset, tmp_path):
     cache = tmp_path / "cache"
     mine = cache / "sealed" / "toy-f00" / "source_out-seed0" / "fold0-abc"
     other = cache / "sealed" / "toy-f00" / "source_out-seed0" / "fold1-def"
@@ -189,19 +189,22 @@ def test_the_hook_opens_only_the_runs_own_models_folder(toy_dataset, tmp_path):
         (models_path(folder) / "erm-1.safetensors").write_bytes(b"w")
     assert models_path(mine) == cache.resolve() / "models" / "toy-f00" / "source_out-seed0" / "fold0-abc"
     assert models_path(tmp_path / "elsewhere") is None
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
     r, w = os.pipe()
 
     def stop(code):
         raise Stopped(code)
 
-    hook = Hook(run_policy(protected_files(toy_dataset, cache), mine), w, exit=stop)
+    policy = run_policy(protected_files(toy_dataset, cache), mine, models_path(mine), [])
+    hook = Hook(dataclasses.replace(policy, writable=(str(scratch),)), w, exit=stop)
     try:
         own = models_path(mine)
-        for event, args in [("open", (str(own / "erm-1.safetensors"), "rb", 0)), ("open", (str(own / "new"), "wb", 0)),
-                            ("os.rename", (str(own / "a.tmp"), str(own / "a"))), ("os.remove", (str(own / "a"),)),
-                            ("os.listdir", (str(own),))]:
+        for event, args in [("open", (str(own / "erm-1.safetensors"), "rb", 0)), ("os.listdir", (str(own),)),
+                            ("open", (str(scratch / "models" / "new"), "wb", 0))]:
             hook(event, args)  # allowed: nothing raised
-        for event, args in [("open", (str(models_path(other) / "erm-1.safetensors"), "rb", 0)),
+        for event, args in [("open", (str(own / "new"), "wb", 0)), ("os.remove", (str(own / "erm-1.safetensors"),)),
+                            ("open", (str(models_path(other) / "erm-1.safetensors"), "rb", 0)),
                             ("os.listdir", (str(cache / "models"),)), ("os.mkdir", (str(cache / "models" / "x"),)),
                             ("open", (str(other / "index.parquet"), "rb", 0))]:
             with pytest.raises(Stopped) as stopped:
@@ -211,18 +214,19 @@ def test_the_hook_opens_only_the_runs_own_models_folder(toy_dataset, tmp_path):
             line = os.read(r, n).decode()
             if "fold1-def/erm-1" in str(args[0]):
                 assert MODELS_WHAT in line
+            if args[0] == str(own / "new"):
+                assert "write outside the run's scratch folder" in line
     finally:
         os.close(r)
         os.close(w)
 
 
-def test_the_worker_reads_the_fold_identity_from_its_sealed_store(tmp_path):
-    store = tmp_path / "sealed" / "toy-f00" / "source_out-seed0" / "fold2-abc"
+def test_the_worker_names_its_fold_and_its_models_folder(tmp_path):
     settings = {"sealed_fold": {"dataset": "toy", "fingerprint": "f00", "split": "source_out", "split_seed": 0,
                                 "fold": 2, "digest": "abc"}}
-    identity = fold_identity(settings, str(store))
-    assert identity == FoldIdentity("toy", "f00", "source_out", 0, 2, "abc", str(models_path(store)))
-    assert fold_identity({}, str(store)) is None and fold_identity(settings, str(tmp_path / "x")) is None
+    identity = fold_identity(settings, str(tmp_path / "scratch" / "models"))
+    assert identity == FoldIdentity("toy", "f00", "source_out", 0, 2, "abc", str(tmp_path / "scratch" / "models"))
+    assert fold_identity({}, str(tmp_path)) is None
 
 
 # -- through the sealed worker -----------------------------------------------------------------------------
@@ -248,29 +252,35 @@ def test_sealed_runs_cache_the_erm_model_once_per_fold_and_seed(toy_dataset, tmp
 
 
 def test_only_built_in_methods_get_the_models_folder(toy_dataset, tmp_path):
-    from benchmark.sealed.worker import WorkerSpec, models_access, uses_models
+    import _toy_methods
+    from benchmark.method_info import info_of
+    from benchmark.sealed.runs import SealedRuns
+    from benchmark.splits import make_folds
 
-    store = tmp_path / "cache" / "sealed" / "toy-f00" / "source_out-seed0" / "fold0-abc"
-    store.mkdir(parents=True)
-    policy = run_policy(protected_files(toy_dataset, tmp_path / "cache"), store)
-    assert str(models_path(store)) in policy.allowed
-    spec = WorkerSpec(method="tent", module="benchmark.methods.tent", qualname="Tent", config=b"", device="cpu",
-                      verbose=False, store=str(store), policy=policy, environ={})
-    assert uses_models(spec) and models_access(spec) is spec
-    plugin = dataclasses.replace(spec, method="evil", module="evil_plugin")
-    narrowed = models_access(plugin).policy
-    assert not uses_models(plugin) and narrowed.allowed == (os.path.realpath(store),)
-    r, w = os.pipe()
+    runs = SealedRuns(toy_dataset, 0, cache=tmp_path / "cache")
+    fold = make_folds(toy_dataset.index, "source_out")[0]
+    tent = runs.host(info_of(Tent, Tent.Config()), fold)
+    local = runs.host(info_of(_toy_methods.Centroid, _toy_methods.Centroid.Config()), fold)
+    assert tent.models is not None and tent.models.is_dir() and str(tent.models) in tent._spec["policy"]["readable"]
+    assert local.models is None and local._spec["models"] is None
+    assert not any("models" in p for p in local._spec["policy"]["readable"] if str(tmp_path) in p)
 
-    def stop(code):
-        raise Stopped(code)
 
-    try:
-        with pytest.raises(Stopped):  # a plugin may not plant weights a built-in method would load
-            Hook(narrowed, w, exit=stop)("open", (str(models_path(store) / "erm-x.safetensors"), "wb", 0))
-    finally:
-        os.close(r)
-        os.close(w)
+def test_the_evaluator_checks_every_cache_file_a_worker_hands_back(tmp_path):
+    from benchmark.errors import LeakageError
+    from benchmark.sealed import outbox
+
+    good = {"name": "model-0123456789abcdef01234567.json", "size": 2}
+    stored = outbox.store(tmp_path / "models", outbox.check([good], [np.frombuffer(b"{}", dtype=np.uint8)]))
+    assert stored == [good["name"]] and (tmp_path / "models" / good["name"]).read_text() == "{}"
+    for names, blob, why in [
+            ([{"name": "../../evil.json"}], b"{}", "not a cache file"),
+            ([{"name": "model-0123456789abcdef01234567.pkl"}], b"x", "not a cache file"),
+            ([{"name": "model-0123456789abcdef01234567.json"}], b"[1]", "not a JSON object"),
+            ([{"name": "model-0123456789abcdef01234567.safetensors"}], b"\xff" * 16, "header overruns"),
+            ([{"name": "emb-0123456789abcdef-0123456789abcdef01234567.npz"}], b"not a zip", "does not parse")]:
+        with pytest.raises(LeakageError, match=why):
+            outbox.check(names, [np.frombuffer(blob, dtype=np.uint8)])
 
 
 def test_a_method_of_its_own_model_is_scored_again_from_the_cache_with_identical_results(toy_dataset, tmp_path,

@@ -7,10 +7,39 @@ from typer.testing import CliRunner
 from benchmark.cli import app
 from benchmark.leaderboard import build_leaderboard, screen_records
 from benchmark.records import load_records
-from test_leaderboard import fake
+import json
+
+import numpy as np
+import polars as pl
+
+from benchmark.constants import CLASS_NAMES, N_CLASSES
+from benchmark.evaluation import score
+from benchmark.records import write_record
+from test_leaderboard import fake as fake_record
 import _toy_methods  # noqa: F401  (registers _test_centroid: an installed method that is not built in)
 
 runner = CliRunner()
+
+
+def fake(root, method, split, fold, seed, ood, ind, **options):
+    """A fake record whose metrics agree with its predictions file (``bench leaderboard`` recomputes them)."""
+    path = fake_record(root, method, split, fold, seed, ood, ind, **options)
+    n = 40
+    parts = []
+    for part, accuracy in (("out_of_domain", ood), ("in_domain", ind)):
+        labels = np.arange(n) % N_CLASSES
+        predicted = np.where(np.arange(n) < round(accuracy * n), labels, (labels + 1) % N_CLASSES)
+        probs = np.eye(N_CLASSES, dtype=np.float32)[predicted]
+        parts.append(pl.DataFrame({
+            "image_id": np.arange(n) + (0 if part == "out_of_domain" else n), "plate": f"p_{part}", "source": "s",
+            "batch": "b", "well": "A01", "site": 1, "label": labels.astype(np.int8), "part": part,
+            "predicted": predicted.astype(np.int8),
+            **{f"prob_{name}": probs[:, k] for k, name in enumerate(CLASS_NAMES)}}))
+    predictions = pl.concat(parts)
+    data = json.loads(path.read_text())
+    data.update(metrics=json.loads(json.dumps(score(predictions))), class_names=list(CLASS_NAMES))
+    write_record(path, data, predictions)
+    return path
 
 
 def test_unknown_method_and_foreign_data_version_are_rejected_with_the_reason(tmp_path):

@@ -46,6 +46,7 @@ from .profile_cache import EmbeddingCache
 from .profile_corrections import Correction, Transform
 from .profile_data import TARGET, UNKNOWN, Profiles, concat, profiles_of, well_profiles
 from .profile_features import Featuriser, load_featuriser
+from ..config_bounds import at_least
 from .source_cache import current_fold
 from .training import SELECTION_RULE
 
@@ -149,6 +150,8 @@ class ProfileConfig(MethodConfig):
     embed_batch_size: int = 256         # images per featuriser forward pass
     metrics: bool = True                # correction metrics (before/after, well level) in the fit report
     threads: int = 1                    # BLAS and torch threads (1: 2 threads are ~10x slower on a busy 2-core CPU); 0 = default
+
+    bounds = {"embed_batch_size": at_least(1), "threads": at_least(0)}
 
 
 def limit_threads(threads: int) -> None:
