@@ -73,9 +73,11 @@ def _fs_rights(abi: int) -> int:
     return max((rights for first, rights in _FS_RIGHTS_BY_ABI.items() if abi >= first), default=0)
 
 
-def restrict_to(readable: Iterable[str], writable: Iterable[str], devices: Iterable[str] = ("/dev",)) -> str:
+def restrict_to(readable: Iterable[str], writable: Iterable[str], devices: Iterable[str] = ("/dev",),
+                network: bool = False) -> str:
     """An allowlist for this process and everything it starts: read (and execute) only beneath ``readable``,
-    write only beneath ``writable``, read, write and use devices beneath ``devices``; no TCP (ABI >= 4); no
+    write only beneath ``writable``, read, write and use devices beneath ``devices``; no TCP (ABI >= 4; unless
+    ``network``, for torchrun ranks); no
     signals to, and no abstract-socket connections with, processes outside this ruleset (ABI >= 6).
 
     Returns what was applied, e.g. ``"landlock ABI 7 (allowlist; signals and abstract sockets scoped)"``, or
@@ -94,10 +96,11 @@ def restrict_to(readable: Iterable[str], writable: Iterable[str], devices: Itera
     read = _EXECUTE | _READ_FILE | _READ_DIR
     device = read | _WRITE_FILE | (every & (_TRUNCATE | _IOCTL_DEV))
     attr: ctypes.Structure
+    net = 0 if network else _NET_TCP  # torchrun ranks' workers train together over TCP
     if abi >= 6:
-        attr = _RulesetAttrV6(every, _NET_TCP, _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL)
+        attr = _RulesetAttrV6(every, net, _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL)
     elif abi >= 4:
-        attr = _RulesetAttrV6(every, _NET_TCP, 0)
+        attr = _RulesetAttrV6(every, net, 0)
     else:
         attr = _RulesetAttr(every)
     size = ctypes.sizeof(attr) if abi >= 6 else (16 if abi >= 4 else 8)

@@ -23,21 +23,23 @@ from .executor import SealedHost
 from .foldstore import MODELS_DIR, SEALED_DIR, SealedFold, ensure_sealed_fold, models_path
 from .limits import Limits
 from .policy import ProtectedFiles, check_environment, protected_files, run_policy
-from .sandbox import choose, module_folder, readable_code
+from .sandbox import choose, module_folder, needs_network, readable_code
 from .zygote_client import ZygoteProcess
 
-_ZYGOTES: dict[tuple[str, tuple[str, ...]], ZygoteProcess] = {}
-"""Zygotes of this process by (sandbox kind, what they read): started once, reused by every SealedRuns."""
+_ZYGOTES: dict[tuple[str, tuple[str, ...], bool], ZygoteProcess] = {}
+"""Zygotes of this process by (sandbox kind, what they read, network): started once, reused by every SealedRuns."""
 
 
 def zygote_for(kind: str, readable: tuple[str, ...]) -> ZygoteProcess:
-    """The zygote of this process that reads ``readable`` in sandbox ``kind`` (started on first use)."""
-    key = (kind, readable)
+    """The zygote of this process that reads ``readable`` in sandbox ``kind`` (started on first use); with the
+    network only for torchrun ranks (:func:`~benchmark.sealed.sandbox.needs_network`)."""
+    network = needs_network()
+    key = (kind, readable, network)
     zygote = _ZYGOTES.get(key)
     if zygote is None or not zygote.alive():
         if zygote is not None:
             zygote.stop()
-        zygote = ZygoteProcess(kind, readable)
+        zygote = ZygoteProcess(kind, readable, network)
         zygote.start()
         _ZYGOTES[key] = zygote
     return zygote

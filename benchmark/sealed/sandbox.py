@@ -90,9 +90,15 @@ def choose() -> tuple[str, str]:
     return "audit", "; ".join(reasons)
 
 
-def _namespace_flags() -> list[str]:
-    return ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+def _namespace_flags(network: bool = False) -> list[str]:
+    return ["--unshare-user", "--unshare-pid", "--unshare-ipc", *([] if network else ["--unshare-net"]),
+            "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+
+
+def needs_network() -> bool:
+    """Whether workers must reach the network: one of several torchrun ranks, whose workers train together over
+    TCP (``WORLD_SIZE`` > 1). Everything else runs without network."""
+    return os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1")
 
 
 def module_folder(module: str) -> str | None:
@@ -143,13 +149,14 @@ def device_paths() -> list[str]:
     return sorted({p for pattern in DEVICE_GLOBS for p in glob.glob(pattern)})
 
 
-def bwrap_command(readable: Sequence[str], writable: Sequence[str] = (), env_tmp: str = "/tmp") -> list[str]:
+def bwrap_command(readable: Sequence[str], writable: Sequence[str] = (), env_tmp: str = "/tmp",
+                  network: bool = False) -> list[str]:
     """The ``bwrap`` command line (without the program) of a sandbox that reads ``readable`` read-only and may
-    also write ``writable`` (bound read-write).
+    also write ``writable`` (bound read-write); ``network``: keep the host's network (torchrun ranks).
 
     System folders that are symbolic links (``/lib`` -> ``usr/lib``) are recreated as links.
     """
-    args = [shutil.which("bwrap") or "bwrap", *_namespace_flags(), "--uid", str(os.getuid()),
+    args = [shutil.which("bwrap") or "bwrap", *_namespace_flags(network), "--uid", str(os.getuid()),
             "--gid", str(os.getgid())]  # the same ids inside, so a worker can map them into namespaces of its own
     done: set[str] = set()
     for path in SYSTEM_READ:
@@ -183,4 +190,4 @@ def _outermost(paths: Iterable[str]) -> list[str]:
 
 
 __all__ = ["KINDS", "SANDBOX_ENV", "bwrap_command", "bwrap_problem", "choose", "device_paths", "forced",
-           "module_folder", "readable_code"]
+           "module_folder", "needs_network", "readable_code"]

@@ -111,15 +111,15 @@ _CLONE_NEWUSER, _CLONE_NEWIPC, _CLONE_NEWNET = 0x10000000, 0x08000000, 0x4000000
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
 
 
-def _private_namespaces() -> str | None:
-    """Enter a user, IPC and network namespace of this run's own; why not, if refused.
+def _private_namespaces(network: bool) -> str | None:
+    """Enter a user, IPC and (unless ``network``) network namespace of this run's own; why not, if refused.
 
     The user namespace only makes the other two possible without privileges; the worker's user id is mapped
     into it where the kernel allows (files it creates belong to the same user either way)."""
     uid, gid = os.getuid(), os.getgid()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)  # the zygote is not dumpable; its child must be to map its ids
-    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWIPC | _CLONE_NEWNET) != 0:
+    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWIPC | (0 if network else _CLONE_NEWNET)) != 0:
         return f"unshare: {os.strerror(ctypes.get_errno())}"
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
         try:
@@ -141,7 +141,8 @@ def child_main(channel_fd: int, report_fd: int, fields: dict[str, Any]) -> None:
         conn.send("error", {"stage": "setup", "plate": None, "type": type(exc).__name__,
                             "message": f"malformed worker spec ({exc})", "bench": True, "traceback": None})
         os._exit(1)
-    namespaces = _private_namespaces()
+    network = spec.environ.get("WORLD_SIZE", "1").strip() not in ("", "1")  # torchrun ranks train over TCP
+    namespaces = _private_namespaces(network)
     scratch = spec.scratch
     os.environ.clear()
     os.environ.update(spec.environ)
@@ -158,8 +159,8 @@ def child_main(channel_fd: int, report_fd: int, fields: dict[str, Any]) -> None:
     sys.path[:] = [p for p in wanted if p and _under_any(os.path.realpath(p), readable)]
     writable = [scratch, *(["/dev/shm"] if spec.sandbox == "bubblewrap" else [])]
     devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", *_gpu_devices()]
-    applied = landlock.restrict_to(readable, writable, devices)
-    sandbox = _describe(spec.sandbox, applied, namespaces)
+    applied = landlock.restrict_to(readable, writable, devices, network=network)
+    sandbox = _describe(spec.sandbox, applied, namespaces) + _network_note(network)
     policy = Policy(protected=spec.policy.protected, allowed=(spec.store, *([spec.models] if models else [])),
                     files=spec.policy.files, pids=spec.policy.pids,
                     readable=tuple(os.path.realpath(p) for p in [*readable, "/dev"]),
@@ -185,6 +186,10 @@ def _describe(kind: str, applied: str, namespaces: str | None) -> str:
              "landlock": "no namespaces", "audit": "no namespaces"}.get(kind, kind)
     own = "per-run user, IPC and network namespaces" if namespaces is None else f"no per-run namespaces ({namespaces})"
     return f"{outer}; {applied}; {own}"
+
+
+def _network_note(network: bool) -> str:
+    return "; network shared with the other torchrun ranks" if network else ""
 
 
 def _gpu_devices() -> list[str]:

@@ -33,8 +33,8 @@ class ZygoteFailure(BenchError):
 class ZygoteProcess:
     """One zygote in its sandbox (see module docstring); ``readable``: what its workers may read."""
 
-    def __init__(self, kind: str, readable: Sequence[str]):
-        self.kind, self.readable = kind, tuple(readable)
+    def __init__(self, kind: str, readable: Sequence[str], network: bool = False):
+        self.kind, self.readable, self.network = kind, tuple(readable), network
         self.control: Channel | None = None
         self.process: subprocess.Popen | None = None
         self.ready_fields: dict[str, Any] | None = None
@@ -47,7 +47,7 @@ class ZygoteProcess:
         fd = theirs.fileno()
         command = [sys.executable, "-m", "benchmark.sealed.zygote", str(fd), self.kind]
         if self.kind == "bubblewrap":
-            command = [*bwrap_command(self.readable), *command]
+            command = [*bwrap_command(self.readable, network=self.network), *command]
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         self.started = time.perf_counter()
         try:
