@@ -80,7 +80,7 @@ class DeYOConfig(ERMConfig):
     plpd_threshold: float = 0.2      # keep images with PLPD above it (reference: 0.2)
     patch_grid: int = 4              # x' permutes a patch_grid × patch_grid grid of patches (reference: 4)
 
-    bounds = {"tta_lr": positive(), "entropy_filter": positive(), "entropy_margin": at_least(0),
+    bounds = {"tta_lr": positive(), "entropy_filter": at_least(0), "entropy_margin": at_least(0),
               "patch_grid": at_least(2)}
 
 

@@ -105,6 +105,7 @@ def test_a_native_reader_without_a_sandbox_is_caught_by_a_canary(monkeypatch, tm
     from benchmark import canaries
 
     monkeypatch.setenv("PLATEBENCH_SANDBOX", "audit")
+    monkeypatch.setattr(check_data(), "_runs", None)  # sealed runs made afresh, with the audit hook alone
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setenv(_cheaters.ROOT_ENV, str(tmp_path / canaries.FOLDER))  # the cheater looks in the temp folder
     result = {r.check: r for r in iter_checks("_cheat_native", check_data())}["sealed"]

@@ -132,6 +132,10 @@ def readable_code(modules: Iterable[str] = ()) -> list[str]:
     import site
 
     paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    # site-packages folders that .pth files or PYTHONPATH put on the path (a venv layered on another); never the
+    # current folder or a project folder, which may hold results
+    paths.update(p for p in sys.path if p and os.path.basename(os.path.normpath(p)) in ("site-packages",
+                                                                                         "dist-packages"))
     paths.update(os.path.realpath(p) for p in package.__path__)
     for name in ("benchmark.methods", "benchmark.datasets"):
         spec = importlib.util.find_spec(name)  # imports only the parent package
