@@ -16,6 +16,7 @@ import pytest
 
 from benchmark.datasets.dataset import PlateView
 from benchmark.evaluation import LocalHost, fit_and_evaluate
+from benchmark.method_info import info_of
 from benchmark.protocol import resolve_config
 from benchmark.registry import get_method
 from benchmark.sealed.runs import SealedRuns
@@ -55,7 +56,7 @@ def test_worker_start_up(benchmark, datasets, baseline, runs):
     fold = _fold(datasets[64])
 
     def start_stop():
-        host = runs.host(cls, config, fold)
+        host = runs.host(info_of(cls, config), fold)
         host.start()
         host.close()
         return host.worker_info()
@@ -83,7 +84,7 @@ def test_plate_hand_over(benchmark, datasets, baseline, runs):
     for _ in range(5):
         local.adapt_predict(view)
     in_process = (time.perf_counter() - start) / 5
-    with runs.host(cls, config, fold) as host:
+    with runs.host(info_of(cls, config), fold) as host:
         host.fit(0)
         benchmark.pedantic(lambda: host.adapt_predict(PlateView(view.plate, view.treated, view.controls)),
                            rounds=10, warmup_rounds=1)
