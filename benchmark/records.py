@@ -146,10 +146,19 @@ def _commit(tmp: Path, final: Path) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file, fsync and ``os.replace``: a killed writer leaves the
     old file or the new one, never a part."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` like :func:`write_text_atomic`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
-    tmp.write_text(text)
-    _commit(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        _commit(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _sha256(path: Path) -> str:

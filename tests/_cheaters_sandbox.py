@@ -114,27 +114,29 @@ class ObjectReport(Centroid):
         return {"metrics": _Planted()}
 
 
+class RawFrame(Centroid):
+    """Writes ``header`` as a frame straight onto the channel in ``predict``, then waits for the evaluator."""
+
+    header: dict = {}
+
+    def predict(self, images):
+        os.write(channel_fd(), frame(self.header))
+        time.sleep(5)
+        return super().predict(images)
+
+
 @register_method
-class HugeArray(Centroid):
+class HugeArray(RawFrame):
     name = "_cheat23_huge"
     description = "test: declares a huge array"
-
-    def predict(self, images):
-        os.write(channel_fd(), frame({"kind": "probs", "fields": {},
-                                      "arrays": [{"dtype": "float64", "shape": [10**7, 10**7]}], "fds": 0}))
-        time.sleep(5)
-        return super().predict(images)
+    header = {"kind": "probs", "fields": {}, "arrays": [{"dtype": "float64", "shape": [10**7, 10**7]}], "fds": 0}
 
 
 @register_method
-class BadError(Centroid):
+class BadError(RawFrame):
     name = "_cheat23_bad_error"
     description = "test: an error reply without its fields"
-
-    def predict(self, images):
-        os.write(channel_fd(), frame({"kind": "error", "fields": {}, "arrays": [], "fds": 0}))
-        time.sleep(5)
-        return super().predict(images)
+    header = {"kind": "error", "fields": {}, "arrays": [], "fds": 0}
 
 
 @register_method

@@ -107,18 +107,13 @@ def _serve(fd: int, report_fd: int) -> None:
     """The isolated interpreter: receive the call, confine this process, call, answer (see module docstring)."""
     from . import audit, landlock
     from .channel import plain_json
+    from .sandbox import live_in
 
     conn = Channel.from_fd(fd)
     message = conn.receive(kinds=("call",), deadline=time.monotonic() + 60, max_array_bytes=0)
     fields = message.fields
     scratch = str(fields["scratch"])
-    for name, sub in (("HOME", ""), ("TMPDIR", "tmp"), ("XDG_CACHE_HOME", "cache"), ("MPLCONFIGDIR", "mpl"),
-                      ("PLATEBENCH_CACHE", "platebench-cache"), ("TORCH_HOME", "torch")):
-        folder = os.path.join(scratch, sub)
-        os.makedirs(folder, exist_ok=True)
-        os.environ[name] = folder
-    os.chdir(scratch)
-    tempfile.tempdir = os.environ["TMPDIR"]
+    live_in(scratch)
     readable = [str(p) for p in fields["readable"]]
     sys.path[:] = [p for p in sys.path if p and any(os.path.realpath(p) == r or os.path.realpath(p).startswith(
         r.rstrip(os.sep) + os.sep) for r in readable)]

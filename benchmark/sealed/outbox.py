@@ -21,7 +21,6 @@ import json
 import os
 import re
 import struct
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -84,19 +83,11 @@ def check(names: object, blobs: list[np.ndarray]) -> list[tuple[str, bytes]]:
 
 def store(models: Path, files: list[tuple[str, bytes]]) -> list[str]:
     """Write checked files into the fold's ``models`` folder atomically; returns their names."""
+    from ..records import write_bytes_atomic
+
     models.mkdir(parents=True, exist_ok=True)
     for name, data in files:
-        path = models / name
-        tmp = models / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        write_bytes_atomic(models / name, data)
     return [name for name, _ in files]
 
 

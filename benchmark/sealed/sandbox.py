@@ -148,6 +148,23 @@ def readable_code(modules: Iterable[str] = ()) -> list[str]:
     return sorted(p for p in {os.path.realpath(p) for p in paths if p} if os.path.exists(p))
 
 
+SCRATCH_VARIABLES = (("HOME", ""), ("TMPDIR", "tmp"), ("XDG_CACHE_HOME", "cache"), ("MPLCONFIGDIR", "mpl"),
+                     ("PLATEBENCH_CACHE", "platebench-cache"), ("TORCH_HOME", "torch"))
+"""Variables a sandboxed process points into its scratch folder (its home, temporary files, every cache)."""
+
+
+def live_in(scratch: str) -> None:
+    """Make ``scratch`` this process's home, working folder, temporary folder and cache (:data:`SCRATCH_VARIABLES`)."""
+    import tempfile
+
+    for name, sub in SCRATCH_VARIABLES:
+        folder = os.path.join(scratch, sub)
+        os.makedirs(folder, exist_ok=True)
+        os.environ[name] = folder
+    os.chdir(scratch)
+    tempfile.tempdir = os.environ["TMPDIR"]
+
+
 def device_paths() -> list[str]:
     """GPU device nodes present on this machine (:data:`DEVICE_GLOBS`)."""
     return sorted({p for pattern in DEVICE_GLOBS for p in glob.glob(pattern)})
@@ -194,4 +211,4 @@ def _outermost(paths: Iterable[str]) -> list[str]:
 
 
 __all__ = ["KINDS", "SANDBOX_ENV", "bwrap_command", "bwrap_problem", "choose", "device_paths", "forced",
-           "module_folder", "needs_network", "readable_code"]
+           "live_in", "module_folder", "needs_network", "readable_code"]

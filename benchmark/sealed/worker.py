@@ -34,7 +34,6 @@ import importlib
 import os
 import resource
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from . import audit, landlock, outbox
 from .audit import Policy
 from .channel import Channel, ChannelError, plain_json
 from .foldstore import open_sealed_fold
+from .sandbox import device_paths, live_in
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -146,19 +146,13 @@ def child_main(channel_fd: int, report_fd: int, fields: dict[str, Any]) -> None:
     scratch = spec.scratch
     os.environ.clear()
     os.environ.update(spec.environ)
-    for name, sub in (("HOME", ""), ("TMPDIR", "tmp"), ("XDG_CACHE_HOME", "cache"), ("MPLCONFIGDIR", "mpl"),
-                      ("PLATEBENCH_CACHE", "platebench-cache"), ("TORCH_HOME", "torch")):
-        folder = os.path.join(scratch, sub)
-        os.makedirs(folder, exist_ok=True)
-        os.environ[name] = folder
-    os.chdir(scratch)
-    tempfile.tempdir = os.environ["TMPDIR"]
+    live_in(scratch)
     models = outbox.prepare(spec.models, scratch) if spec.builtin and spec.models else None
     readable = [*spec.policy.readable, spec.store, *([spec.models] if models else []), "/proc"]
     wanted = [*spec.sys_path, *[p for p in sys.path if p not in spec.sys_path]]
     sys.path[:] = [p for p in wanted if p and _under_any(os.path.realpath(p), readable)]
     writable = [scratch, *(["/dev/shm"] if spec.sandbox == "bubblewrap" else [])]
-    devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", *_gpu_devices()]
+    devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", *device_paths()]
     applied = landlock.restrict_to(readable, writable, devices, network=network)
     sandbox = _describe(spec.sandbox, applied, namespaces) + _network_note(network)
     policy = Policy(protected=spec.policy.protected, allowed=(spec.store, *([spec.models] if models else [])),
@@ -190,12 +184,6 @@ def _describe(kind: str, applied: str, namespaces: str | None) -> str:
 
 def _network_note(network: bool) -> str:
     return "; network shared with the other torchrun ranks" if network else ""
-
-
-def _gpu_devices() -> list[str]:
-    from .sandbox import device_paths
-
-    return device_paths()
 
 
 def _under_any(path: str, roots: list[str]) -> bool:
