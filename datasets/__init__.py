@@ -19,14 +19,24 @@ from .registry import DatasetEntry, register_dataset
 _plugins_loaded = False
 
 
-def _load_all() -> None:
-    """The built-in datasets, then (once per process) the entry-point plugins."""
-    global _plugins_loaded
+def _load_builtins() -> None:
     from . import jump, synthetic  # noqa: F401  (importing registers the loaders)
 
+
+def _load_all() -> None:
+    """The built-in datasets, then (once per process) every entry-point plugin."""
+    global _plugins_loaded
+    _load_builtins()
     if not _plugins_loaded:
         _plugins_loaded = True
         registry.load_plugins()
+
+
+def _load_named(name: str) -> None:
+    """Only the dataset plugins whose entry point is called ``name`` (the rest stay unimported)."""
+    named = [ep for ep in plugins.entry_points(plugins.DATASETS_GROUP) if ep.name == name]
+    if named:
+        registry.load_plugins(named)
 
 
 def available_datasets() -> dict[str, DatasetEntry]:
@@ -43,9 +53,18 @@ def dataset_names() -> list[str]:
 def load_dataset(name: str, **options: Any) -> Dataset:
     """Open dataset ``name`` (``synthetic`` is generated and cached on first use).
 
-    ``name`` may also be a path to a prepared dataset folder.
+    ``name`` may also be a path to a prepared dataset folder. A plugin's code is imported only when its dataset
+    is asked for: a built-in dataset or a folder imports no plugin (a method's package may declare a dataset
+    entry point too, and the evaluator must not run it: docs/sealed.md); then the entry point called ``name``,
+    and only if none is, every dataset plugin.
     """
-    datasets = available_datasets()
+    _load_builtins()
+    datasets = registry.registered_datasets()
+    if name not in datasets and not Path(name).is_dir():
+        _load_named(name)
+        datasets = registry.registered_datasets()
+        if name not in datasets:
+            datasets = available_datasets()
     if name in datasets:
         return datasets[name].loader(**options)
     if Path(name).is_dir():

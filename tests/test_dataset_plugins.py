@@ -153,3 +153,20 @@ def test_contributing_shows_the_tested_example_file():
     assert shown == (EXAMPLE / "platebench_example_screen.py").read_text()
     declared = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]["entry-points"]
     assert f'example_screen = "{declared[plugins.DATASETS_GROUP]["example_screen"]}"' in section3
+
+
+def test_a_dataset_plugin_is_imported_only_when_its_dataset_is_asked_for(tmp_path, clean_datasets, toy_dataset,
+                                                                          monkeypatch):
+    """A method's package may declare a dataset entry point too: opening a built-in dataset or a folder must not
+    run its code in the evaluator (docs/sealed.md)."""
+    marker = tmp_path / "imported"
+    code = (f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+            "from benchmark.datasets import open_dataset, register_dataset\n"
+            f"@register_dataset('sneaky_ds', 'a dataset that runs code on import')\n"
+            f"def load(**options):\n    return open_dataset(pathlib.Path({str(toy_dataset.root)!r}))\n")
+    install(tmp_path / "site", "pb-sneaky", {"sneaky_ds": "pb_sneaky_ds"}, {"pb_sneaky_ds": code})
+    monkeypatch.setattr(datasets, "_plugins_loaded", False)  # as in a fresh `bench run`
+    assert datasets.load_dataset(str(toy_dataset.root)).fingerprint == toy_dataset.fingerprint
+    assert not marker.exists()
+    assert datasets.load_dataset("sneaky_ds").fingerprint == toy_dataset.fingerprint  # asked for: imported
+    assert marker.exists()
