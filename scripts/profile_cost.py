@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    importlib.import_module("benchmark.sealed.preload")  # what the sealed workers' forkserver imports, before any timing
+    importlib.import_module("benchmark.sealed.preload").preload()  # what the sealed workers' zygote imports, before any timing
     dataset = load_dataset("synthetic", progress=False)
     fold = make_folds(dataset.index, args.split, 0)[args.fold]
     seconds: dict[tuple[str, str], float] = {}

@@ -312,20 +312,6 @@ def test_a_plugin_runs_in_its_sealed_worker_and_never_in_the_evaluator(quiet_evi
     assert not imported_here(quiet_evil)
 
 
-def test_methods_check_runs_a_plugins_checks_in_a_sandbox_and_sealed(quiet_evil, isolated):
-    from benchmark.conformance import CHECKS, EVALUATOR_CHECKS
-
-    result = runner.invoke(app, ["methods", "check", PLUGIN])
-    assert f"checking '{PLUGIN}' (access controls, from {PACKAGE})" in result.output
-    for name in CHECKS:
-        assert f"PASS  {name}" in result.output, result.output
-    assert result.exit_code == 0, result.output
-    assert [t for t, _ in isolated] == ["benchmark.method_info:describe_named",
-                                        "benchmark.conformance:run_checks_isolated"]
-    assert EVALUATOR_CHECKS == ("sealed",)
-    assert not imported_here(quiet_evil)
-
-
 def test_the_sandbox_answer_of_the_checks_is_checked():
     from benchmark.conformance import parse_isolated_checks
 
@@ -426,10 +412,24 @@ def test_the_real_sandbox_stops_a_plugin_writing_outside_its_scratch_folder(evil
 @pytest.mark.skipif(importlib.util.find_spec("benchmark.sealed.isolated") is None,
                     reason="benchmark.sealed.isolated is not written yet")
 def test_methods_check_of_a_plugin_through_the_real_sandbox(quiet_evil, site, monkeypatch):
-    from benchmark.conformance import CHECKS
+    """Described and checked in sandboxed interpreters; ``sealed`` run by the evaluator; never imported here."""
+    from benchmark.conformance import CHECKS, EVALUATOR_CHECKS
+    from benchmark.sealed import isolated
 
+    calls, real = [], isolated.run_isolated
+
+    def recorded(target, payload, **kwargs):
+        calls.append(target)
+        return real(target, payload, **kwargs)
+
+    monkeypatch.setattr(isolated, "run_isolated", recorded)
     monkeypatch.setenv("PYTHONPATH", str(site))
     result = runner.invoke(app, ["methods", "check", PLUGIN])
     assert result.exit_code == 0, result.output
+    assert f"checking '{PLUGIN}' (access controls, from {PACKAGE})" in result.output
+    for name in CHECKS:
+        assert f"PASS  {name}" in result.output, result.output
     assert f"{len(CHECKS)} passed, 0 failed" in result.output and "predictions the same as in process" in result.output
+    assert calls == ["benchmark.method_info:describe_named", "benchmark.conformance:run_checks_isolated"]
+    assert EVALUATOR_CHECKS == ("sealed",)
     assert not imported_here(quiet_evil)

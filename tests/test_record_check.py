@@ -218,3 +218,7 @@ def test_the_committed_leaderboard_rebuilds_byte_for_byte_with_every_check(tmp_p
     assert r.exit_code == 0, r.output
     assert "refused" not in r.stderr
     assert (tmp_path / DEFAULT_OUT).read_text() == (repo / "LEADERBOARD.md").read_text()
+    figures = sorted((tmp_path / "leaderboard" / "figures").glob("*.png"))
+    assert {f.name for f in figures} == {f.name for f in (repo / "figures").glob("*.png")}
+    for figure in figures:
+        assert figure.read_bytes() == (repo / "figures" / figure.name).read_bytes(), figure.name

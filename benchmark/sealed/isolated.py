@@ -119,7 +119,9 @@ def _serve(fd: int, report_fd: int) -> None:
         r.rstrip(os.sep) + os.sep) for r in readable)]
     devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/random"]
     landlock.restrict_to(readable, [scratch], devices)
-    from . import preload  # noqa: F401 - the label-free libraries, imported before the hook as in the zygote
+    from .preload import preload
+
+    preload(warm=False)  # the label-free libraries, imported before the hook as in the zygote (no warm-up)
     audit.install(audit.Policy(protected=(), readable=tuple(os.path.realpath(p) for p in readable),
                                writable=(os.path.realpath(scratch), *devices)), report_fd)
     if fields.get("memory_limit_bytes"):

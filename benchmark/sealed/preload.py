@@ -55,18 +55,18 @@ def warm_torch() -> None:
         torch.set_rng_state(state)
 
 
-def preload() -> None:
-    """Import the heavy libraries, the harness and the built-in methods (errors are left to the workers)."""
+def preload(warm: bool = True) -> None:
+    """Import the heavy libraries and the harness, then (``warm``: the zygote) the built-in methods and one
+    training step; errors are left to the workers."""
     for name in HEAVY + HARNESS:
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001, S112 - a worker will report it, with the method's context
             continue
+    if not warm:
+        return
     for step in (lambda: [importlib.import_module(name) for name in _builtin_methods()], warm_torch):
         try:
             step()
         except Exception:  # noqa: BLE001, S110
             pass
-
-
-preload()

@@ -239,7 +239,9 @@ def main(argv: list[str]) -> None:
 
     control = Channel.from_fd(control_fd)
     started = time.perf_counter()
-    from . import preload  # noqa: F401 - importing it loads the label-free libraries and warms torch
+    from .preload import preload
+
+    preload()  # the label-free libraries, the built-in methods, torch warmed up
 
     from .channel import ChannelError
 
