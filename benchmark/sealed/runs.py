@@ -35,6 +35,10 @@ def zygote_for(kind: str, readable: tuple[str, ...]) -> ZygoteProcess:
     network only for torchrun ranks (:func:`~benchmark.sealed.sandbox.needs_network`)."""
     network = needs_network()
     key = (kind, readable, network)
+    wider = [z for (k, reads, net), z in _ZYGOTES.items()
+             if k == kind and net == network and set(readable) <= set(reads) and z.alive()]
+    if wider:  # a zygote that reads more serves as well: each worker's own allowlist narrows it
+        return wider[0]
     zygote = _ZYGOTES.get(key)
     if zygote is None or not zygote.alive():
         if zygote is not None:
@@ -72,15 +76,25 @@ def _own_folders(info: Any) -> tuple[str, ...]:
     return (folder,) if folder else ()
 
 
+def _local_folders() -> tuple[str, ...]:
+    """The folders of the methods registered in this process that are neither built in nor plugins (a test's or
+    a script's), so that one zygote serves them and the built-ins alike."""
+    from ..registry import available_methods
+
+    folders = {module_folder(cls.__module__) for cls in available_methods().values()
+               if not cls.__module__.startswith("benchmark.")}
+    return tuple(sorted(f for f in folders if f))
+
+
 def _zygote_reads(cache: Path, folders: tuple[str, ...]) -> tuple[str, ...]:
-    """What a zygote binds read-only: the code (and ``folders``), and the cache's sealed stores and models (each
-    worker then narrows this to its own fold with Landlock)."""
+    """What a zygote binds read-only: the code (``folders`` and those of the methods registered here), and the
+    cache's sealed stores and models (each worker then narrows this to its own code and fold with Landlock)."""
     roots = []
     for sub in (SEALED_DIR, MODELS_DIR):
         folder = cache / sub
         folder.mkdir(parents=True, exist_ok=True)
         roots.append(os.path.realpath(folder))
-    return tuple(sorted({*readable_code(), *folders, *roots}))
+    return tuple(sorted({*readable_code(), *folders, *_local_folders(), *roots}))
 
 
 class SealedRuns:
