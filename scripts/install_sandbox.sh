@@ -11,8 +11,8 @@ if [ "$(uname -s)" != "Linux" ]; then
 fi
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO=""; fi
 if command -v apt-get >/dev/null 2>&1 && { [ -z "$SUDO" ] && [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
-  $SUDO apt-get update -qq >/dev/null 2>&1 || true
-  if $SUDO apt-get install -y -qq bubblewrap >/dev/null 2>&1; then
+  if $SUDO apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+     { $SUDO apt-get update -qq >/dev/null 2>&1; $SUDO apt-get install -y -qq bubblewrap >/dev/null 2>&1; }; then
     echo "platebench: installed bubblewrap ($(bwrap --version))" >&2
     exit 0
   fi
