@@ -33,7 +33,7 @@ from ..errors import BenchError, LeakageError, MethodError
 from ..method_calls import RemoteError, StageError
 from . import outbox
 from .audit import VIOLATION_EXIT, Policy, read_violation
-from .channel import ArraySpec, Channel, ChannelError, ChannelTimeout, Message
+from .channel import ArraySpec, Channel, ChannelClosed, ChannelError, ChannelTimeout, Message
 from .limits import Limits
 from .worker import spec_fields
 from .zygote_client import ZygoteFailure, ZygoteProcess
@@ -242,7 +242,7 @@ class SealedHost:
                 except ChannelTimeout:
                     self._failed(stage, plate, timed_out=True)
                 except ChannelError as exc:
-                    if _closed(exc):
+                    if isinstance(exc, ChannelClosed):
                         self._failed(stage, plate)
                     self._malformed(stage, plate, str(exc))
                 self._keep_stats(message.fields)
@@ -372,12 +372,6 @@ def _probabilities_check(n_images: int) -> Any:
 def _no_arrays(kind: str, fields: dict[str, Any], specs: list[ArraySpec]) -> None:
     if specs:
         raise ChannelError(f"a '{kind}' reply carries {len(specs)} array(s), which it never should")
-
-
-def _closed(exc: ChannelError) -> bool:
-    from .channel import ChannelClosed
-
-    return isinstance(exc, ChannelClosed)
 
 
 def _round(value: float | None) -> float | None:
