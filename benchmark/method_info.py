@@ -43,8 +43,8 @@ class MethodInfoError(BenchError):
 def resolve_config(method_cls: type[Method], overrides: Mapping[str, Any] | None = None,
                    quick: bool = False, preset: str | None = None) -> MethodConfig:
     """The method's config: defaults, then the ``preset``'s values that are fields of its config
-    (:mod:`benchmark.presets`), then its ``quick_overrides`` (with ``quick``), then ``overrides``."""
-    from .presets import preset_values
+    (:mod:`benchmark.protocol.presets`), then its ``quick_overrides`` (with ``quick``), then ``overrides``."""
+    from .protocol.presets import preset_values
 
     values = {**(preset_values(preset, method_cls.Config) if preset else {}),
               **(method_cls.quick_overrides if quick else {}), **dict(overrides or {})}

@@ -14,7 +14,7 @@ should use :func:`name_key` (a collision of two plate names under CRC-32 is poss
 
 These seeds are public: a method can re-draw whatever they draw. Anything handed to a method whose
 order or selection must not be predictable to it — the shuffle of a target plate, the target views
-of a transductive fit, a scenario's cuts — is drawn by :mod:`benchmark.orders` instead, keyed by the
+of a transductive fit, a scenario's cuts — is drawn by :mod:`benchmark.protocol.orders` instead, keyed by the
 dataset's full index (labels included, which the sealed worker never sees); the public keys above
 survive there only as its ``public-v0`` scheme, so older records still verify bit for bit.
 """

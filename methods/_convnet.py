@@ -1,5 +1,5 @@
 """What every ResNet-classifier method shares (a base class, not a method): config fields, set-up, and
-running its :class:`~benchmark.core.recipe.Recipe`.
+running its :class:`~benchmark.core.recipe.axes.Recipe`.
 
 A method subclasses :class:`ConvNetMethod` and declares its choices in :meth:`~ConvNetMethod.recipe`:
 which images form a training mini-batch, where BN statistics come from in training,
@@ -24,16 +24,16 @@ import numpy as np
 import torch
 
 from ..config_bounds import at_least, positive
-from ..core.accel import accelerate, loader_workers, mixed_precision
-from ..core.backbones import create_backbone, n_parameters
-from ..core.distributed import World, process_group
-from ..core.loader import epochs, n_domains
-from ..core.network import Network
-from ..core.preprocess import Preprocessor, channel_stats, check_crop
-from ..core.recipe import Recipe
-from ..core.source_cache import code_version, current_fold, key_digest, source_cache
-from ..core.training import TrainSettings, bind_loss, check_schedule, stderr_progress, train_model
-from ..core.validation import ValidationSet
+from ..core.training.accel import accelerate, loader_workers, mixed_precision
+from ..core.training.backbones import create_backbone, n_parameters
+from ..core.training.distributed import World, process_group
+from ..core.training.loader import epochs, n_domains
+from ..core.recipe.network import Network
+from ..core.training.preprocess import Preprocessor, channel_stats, check_crop
+from ..core.recipe.axes import Recipe
+from ..core.training.model_cache import code_version, current_fold, key_digest, source_cache
+from ..core.training.loop import TrainSettings, bind_loss, check_schedule, stderr_progress, train_model
+from ..core.recipe.validation import ValidationSet
 from ..datasets.dataset import LabelledImages, PlateView
 from .base import Method, MethodConfig
 
@@ -71,7 +71,7 @@ class ConvNetMethod(Method):
     Config = ConvNetConfig
     config: ConvNetConfig
     quick_overrides = {"max_epochs": 1, "patience": 1}  # --quick smoke profile and `bench methods check`
-    world_: World = World()  # the processes fit trains on: several under torchrun (benchmark.core.distributed)
+    world_: World = World()  # the processes fit trains on: several under torchrun (benchmark.core.training.distributed)
 
     @abstractmethod
     def recipe(self) -> Recipe:
@@ -124,7 +124,7 @@ class ConvNetMethod(Method):
         net = self.net
         return softmax(self.plate_norm_.logits(net, net.pixels(images)))
 
-    # -- the model cache (benchmark.core.source_cache) ------------------------------------------
+    # -- the model cache (benchmark.core.training.model_cache) ------------------------------------------
     starts_from: ClassVar[type[ConvNetConfig] | None] = None
     """The config class of the model this method trains exactly as (``ERMConfig``: AdaBN, TENT, DeYO, ROID), or
     None. In a sealed worker ``fit`` loads the fold's cached model of the same seed, config, training axes and code

@@ -9,14 +9,14 @@ chunks (one chunk when the plate has at most ``eval_batch_size`` images), then e
 image is predicted in evaluation mode with those statistics. The weights never change;
 the plate is the target domain. In a sealed run the ERM model comes from the source-model
 cache when the fold's model of the same seed and config was trained before
-(:mod:`benchmark.core.source_cache`).
+(:mod:`benchmark.core.training.model_cache`).
 """
 
 from __future__ import annotations
 
-from ..core.bn_policies import PlateStats, RunningStats
-from ..core.recipe import Recipe
-from ..core.sampler import MixedBatches, PlateContext
+from ..core.recipe.bn_policies import PlateStats, RunningStats
+from ..core.recipe.axes import Recipe
+from ..core.training.sampler import MixedBatches, PlateContext
 from ..registry import register_method
 from ._convnet import ConvNetMethod
 from .base import AccessLevel

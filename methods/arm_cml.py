@@ -27,10 +27,10 @@ import torch
 
 from ..config_bounds import at_least
 from ..constants import CHANNELS
-from ..core.backbones import create_backbone
-from ..core.context import ContextNet, ContextualClassifier, EvalChunks
-from ..core.recipe import Recipe
-from ..core.sampler import OnePlateBatches, PlateContext
+from ..core.training.backbones import create_backbone
+from ..core.recipe.context import ContextNet, ContextualClassifier, EvalChunks
+from ..core.recipe.axes import Recipe
+from ..core.training.sampler import OnePlateBatches, PlateContext
 from ..registry import register_method
 from ._convnet import ConvNetConfig, ConvNetMethod
 from .base import AccessLevel

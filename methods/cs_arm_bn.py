@@ -21,9 +21,9 @@ from __future__ import annotations
 import dataclasses
 
 from ..config_bounds import at_least
-from ..core.bn_policies import ChunkStats, PlateStats
-from ..core.recipe import Recipe
-from ..core.sampler import OnePlateBatches, PlateContext
+from ..core.recipe.bn_policies import ChunkStats, PlateStats
+from ..core.recipe.axes import Recipe
+from ..core.training.sampler import OnePlateBatches, PlateContext
 from ..registry import register_method
 from ._convnet import ConvNetMethod
 from .arm_bn import ARMBNConfig

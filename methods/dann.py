@@ -30,12 +30,12 @@ from torch import nn
 
 from ..config_bounds import at_least, positive
 from ..constants import DMSO_LABEL
-from ..core.bn_policies import RunningStats
-from ..core.features import classifier_head, features_and_logits
-from ..core.gradient_reversal import GradientReversal
-from ..core.recipe import Recipe
-from ..core.sampler import MixedBatches, WithTargetImages
-from ..core.training import Step, TrainingLoss
+from ..core.recipe.bn_policies import RunningStats
+from ..core.recipe.features import classifier_head, features_and_logits
+from ..core.recipe.gradient_reversal import GradientReversal
+from ..core.recipe.axes import Recipe
+from ..core.training.sampler import MixedBatches, WithTargetImages
+from ..core.training.loop import Step, TrainingLoss
 from ..registry import register_method
 from ._convnet import ConvNetConfig, ConvNetMethod
 from .base import AccessLevel

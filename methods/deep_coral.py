@@ -27,12 +27,12 @@ import torch.nn.functional as F
 
 from ..config_bounds import at_least
 from ..constants import DMSO_LABEL
-from ..core.bn_policies import RunningStats
-from ..core.coral import coral_penalty
-from ..core.features import features_and_logits
-from ..core.recipe import Recipe
-from ..core.sampler import MixedBatches, WithTargetImages
-from ..core.training import Step
+from ..core.recipe.bn_policies import RunningStats
+from ..core.recipe.coral import coral_penalty
+from ..core.recipe.features import features_and_logits
+from ..core.recipe.axes import Recipe
+from ..core.training.sampler import MixedBatches, WithTargetImages
+from ..core.training.loop import Step
 from ..registry import register_method
 from ._convnet import ConvNetConfig, ConvNetMethod
 from .base import AccessLevel

@@ -29,10 +29,10 @@ import torch
 
 from ..config_bounds import at_least, positive
 from ..constants import N_CLASSES
-from ..core.bn_policies import RunningStats
-from ..core.recipe import Recipe
-from ..core.sampler import MixedBatches
-from ..core.tta import Objective, TestTimeOptimisation, softmax_entropy
+from ..core.recipe.bn_policies import RunningStats
+from ..core.recipe.axes import Recipe
+from ..core.training.sampler import MixedBatches
+from ..core.recipe.tta import Objective, TestTimeOptimisation, softmax_entropy
 from ..registry import register_method
 from ._convnet import ConvNetMethod
 from .base import AccessLevel

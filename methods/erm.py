@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 
 from ..config_bounds import at_least
-from ..core.bn_policies import RunningStats
-from ..core.recipe import Recipe
-from ..core.sampler import MixedBatches
+from ..core.recipe.bn_policies import RunningStats
+from ..core.recipe.axes import Recipe
+from ..core.training.sampler import MixedBatches
 from ..registry import register_method
 from ._convnet import ConvNetConfig, ConvNetMethod
 from .base import AccessLevel

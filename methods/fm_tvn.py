@@ -21,12 +21,12 @@ import numpy as np
 
 from ..config_bounds import at_least
 from ..constants import N_CLASSES
-from ..core.encoders import Encoder
-from ..core.profile_cache import EmbeddingCache
-from ..core.profile_features import EncoderFeaturiser
-from ..core.source_cache import current_fold
-from ..core.training import SELECTION_RULE
-from ..core.tvn import apply_tvn, fit_tvn, plate_tvn
+from ..core.encoders.loading import Encoder
+from ..core.profiles.embedding_cache import EmbeddingCache
+from ..core.profiles.featurisers import EncoderFeaturiser
+from ..core.training.model_cache import current_fold
+from ..core.training.loop import SELECTION_RULE
+from ..core.profiles.tvn import apply_tvn, fit_tvn, plate_tvn
 from ..datasets.dataset import LabelledImages, PlateView
 from ..errors import MethodError
 from ..registry import register_method

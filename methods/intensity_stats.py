@@ -2,7 +2,7 @@
 per plate with the plate's DMSO images, and a multinomial logistic regression.
 
 Access: ``controls``. Each image is summarised by 7 statistics of each of its 5 channels'
-grey-level distribution (:mod:`benchmark.core.intensity`: mean, standard deviation, the
+grey-level distribution (:mod:`benchmark.core.profiles.intensity`: mean, standard deviation, the
 10/50/90/99 % quantiles and the percentage of saturated pixels; 35 numbers, no spatial
 information). On every plate these are standardised with their
 mean and standard deviation over that plate's DMSO images (floor of half a grey level
@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config_bounds import at_least, positive
 from ..constants import N_CLASSES
-from ..core.intensity import MIN_STD, channel_statistics, feature_names, standardise_by_controls
+from ..core.profiles.intensity import MIN_STD, channel_statistics, feature_names, standardise_by_controls
 from ..datasets.dataset import LabelledImages, PlateView
 from ..errors import MethodError
 from ..registry import register_method

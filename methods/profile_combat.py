@@ -1,7 +1,7 @@
 """profile_combat — ComBat on embeddings of all plates jointly (Johnson et al. 2007, "Adjusting batch effects in
 microarray expression data using empirical Bayes methods"; inmoose's ``pycombat_norm``; compared in Arevalo et al. 2024).
 
-Access: ``transductive``. The profile pipeline (:mod:`benchmark.core.profiles`) with ComBat
+Access: ``transductive``. The profile pipeline (:mod:`benchmark.core.profiles.pipeline`) with ComBat
 fitted in ``fit`` on every image it sees: the training and validation plates and the target
 plates of ``train.targets`` (treated and DMSO), with the plate (or the source) as the batch and
 no covariates (no class labels). Per batch and feature, a location and a scale, shrunk towards
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..core.profile_corrections import ComBat, Correction, check_batch_key, require
-from ..core.profiles import ProfileConfig, ProfileMethod
+from ..core.profiles.corrections import ComBat, Correction, check_batch_key, require
+from ..core.profiles.pipeline import ProfileConfig, ProfileMethod
 from ..registry import register_method
 from .base import AccessLevel, MethodConfig
 

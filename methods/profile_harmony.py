@@ -1,7 +1,7 @@
 """profile_harmony — Harmony on embeddings of all plates jointly (Korsunsky et al. 2019, "Fast, sensitive and
 accurate integration of single-cell data with Harmony"; best overall in Arevalo et al. 2024).
 
-Access: ``transductive``. The profile pipeline (:mod:`benchmark.core.profiles`) with harmonypy's
+Access: ``transductive``. The profile pipeline (:mod:`benchmark.core.profiles.pipeline`) with harmonypy's
 ``run_harmony`` fitted in ``fit`` on every image it sees: the training and validation plates
 and the target plates of ``train.targets`` (treated and DMSO, no labels), with the plate (or
 the source) as the batch. Soft k-means clusters with a diversity penalty, then a per-cluster
@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 
 from ..config_bounds import at_least, positive
-from ..core.profile_corrections import Correction, Harmony, check_batch_key
-from ..core.profiles import ProfileConfig, ProfileMethod
+from ..core.profiles.corrections import Correction, Harmony, check_batch_key
+from ..core.profiles.pipeline import ProfileConfig, ProfileMethod
 from ..registry import register_method
 from .base import AccessLevel
 

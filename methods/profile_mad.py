@@ -1,7 +1,7 @@
 """profile_mad — plate-wise robust MAD normalisation of embeddings on DMSO (pycytominer ``mad_robustize``,
 as in JUMP's production profiling pipeline; Chandrasekaran et al. 2023, Arevalo et al. 2024).
 
-Access: ``controls``. The profile pipeline (:mod:`benchmark.core.profiles`) with, for every
+Access: ``controls``. The profile pipeline (:mod:`benchmark.core.profiles.pipeline`) with, for every
 plate and every feature, ``(x - median_DMSO) / (1.4826 · MAD_DMSO + ε)``: median and median
 absolute deviation over that plate's DMSO images only (pycytominer's ``RobustMAD``). A target
 plate is normalised with its own DMSO images; then the same logistic regression as every
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..core.profile_corrections import Correction, PlateMAD
-from ..core.profiles import ProfileConfig, ProfileMethod
+from ..core.profiles.corrections import Correction, PlateMAD
+from ..core.profiles.pipeline import ProfileConfig, ProfileMethod
 from ..registry import register_method
 from .base import AccessLevel
 

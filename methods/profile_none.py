@@ -1,6 +1,6 @@
 """profile_none — frozen-encoder profiles without any batch correction: the baseline of the profile methods.
 
-Access: ``none``. The profile pipeline (:mod:`benchmark.core.profiles`): a frozen featuriser
+Access: ``none``. The profile pipeline (:mod:`benchmark.core.profiles.pipeline`): a frozen featuriser
 (default the shipped self-supervised encoder ``platebench-ssl``) embeds every image, and the
 same multinomial logistic regression as every other ``profile_*`` method (``C`` chosen by
 validation loss) classifies the raw embeddings. Nothing of a target plate is used: each image
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..core.profile_corrections import Correction, NoCorrection
-from ..core.profiles import ProfileConfig, ProfileMethod
+from ..core.profiles.corrections import Correction, NoCorrection
+from ..core.profiles.pipeline import ProfileConfig, ProfileMethod
 from ..registry import register_method
 from .base import AccessLevel
 

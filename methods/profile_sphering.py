@@ -1,7 +1,7 @@
 """profile_sphering — ZCA-cor sphering of embeddings fitted on DMSO (pycytominer ``Spherize``; Kessy et al. 2018,
 "Optimal Whitening and Decorrelation"; as in JUMP's profiling pipeline, Arevalo et al. 2024).
 
-Access: ``controls``. The profile pipeline (:mod:`benchmark.core.profiles`) with, per plate, the
+Access: ``controls``. The profile pipeline (:mod:`benchmark.core.profiles.pipeline`) with, per plate, the
 ZCA-cor whitening of that plate's DMSO embeddings: standardise every feature with the DMSO mean
 and standard deviation, then multiply by the inverse square root of the DMSO correlation matrix
 (pycytominer's ``Spherize(method="ZCA-cor")``, ε added to the singular values), so the plate's
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..core.profile_corrections import Correction, PlateSphering
-from ..core.profiles import ProfileConfig, ProfileMethod
+from ..core.profiles.corrections import Correction, PlateSphering
+from ..core.profiles.pipeline import ProfileConfig, ProfileMethod
 from ..registry import register_method
 from .base import AccessLevel
 

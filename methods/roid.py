@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from ..config_bounds import between, positive
-from ..core.bn_policies import RunningStats
-from ..core.recipe import Recipe
-from ..core.sampler import MixedBatches
-from ..core.tta import Objective, TestTimeOptimisation, softmax_entropy
+from ..core.recipe.bn_policies import RunningStats
+from ..core.recipe.axes import Recipe
+from ..core.training.sampler import MixedBatches
+from ..core.recipe.tta import Objective, TestTimeOptimisation, softmax_entropy
 from ..registry import register_method
 from ._convnet import ConvNetMethod
 from .base import AccessLevel

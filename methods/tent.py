@@ -2,7 +2,7 @@
 Adaptation by Entropy Minimization", ICLR, arXiv:2006.10726).
 
 Access: ``unlabeled``. The source model is ERM's (the same training, config and model selection; in a sealed
-worker it is loaded from the source-model cache, :mod:`benchmark.core.source_cache`). On every target plate
+worker it is loaded from the source-model cache, :mod:`benchmark.core.training.model_cache`). On every target plate
 the model starts again from the source weights with a fresh Adam optimiser (lr 1e-3): every BN layer
 normalises each batch by its own statistics, only the BN weight and bias are trainable, and one shuffled pass
 over the plate's treated images in batches of ERM's batch size takes one step per batch on the batch's mean
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from ..config_bounds import positive
-from ..core.bn_policies import RunningStats
-from ..core.recipe import Recipe
-from ..core.sampler import MixedBatches
-from ..core.tta import Objective, TestTimeOptimisation, softmax_entropy
+from ..core.recipe.bn_policies import RunningStats
+from ..core.recipe.axes import Recipe
+from ..core.training.sampler import MixedBatches
+from ..core.recipe.tta import Objective, TestTimeOptimisation, softmax_entropy
 from ..registry import register_method
 from ._convnet import ConvNetMethod
 from .base import AccessLevel

@@ -20,12 +20,12 @@ import numpy as np
 
 
 def main() -> None:
-    from benchmark.core.source_cache import fold_scope
+    from benchmark.core.training.model_cache import fold_scope
     from benchmark.datasets import load_dataset, open_dataset
-    from benchmark.evaluation import LocalHost
+    from benchmark.protocol.evaluation import LocalHost
     from benchmark.registry import get_method
     from benchmark.scenarios.label_shift import LEVELS
-    from benchmark.scenarios.runner import run_scenarios
+    from benchmark.scenarios.scoring import run_scenarios
     from benchmark.sealed.foldstore import ensure_sealed_fold
     from benchmark.sealed.worker import fold_identity
     from benchmark.splits import make_folds

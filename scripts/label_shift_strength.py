@@ -102,10 +102,10 @@ def input_shifts(dataset) -> dict[str, float]:
 def label_shift_accuracy(dataset, folds: list[int], seed: int,
                          overrides: dict[str, str]) -> dict[str, dict[str, list[float]]]:
     """Accuracy per method and ``label_shift`` level (one value per fold); ``overrides`` go into every config."""
-    from benchmark.core.source_cache import fold_scope
+    from benchmark.core.training.model_cache import fold_scope
     from benchmark.datasets import open_dataset
-    from benchmark.evaluation import LocalHost, evaluate
-    from benchmark.protocol import resolve_config
+    from benchmark.protocol.evaluation import LocalHost, evaluate
+    from benchmark.protocol.loop import resolve_config
     from benchmark.registry import get_method
     from benchmark.sealed.foldstore import ensure_sealed_fold
     from benchmark.sealed.worker import fold_identity
@@ -155,7 +155,7 @@ def main() -> None:
         print(f"{dataset.name} {dataset.fingerprint}: " + ", ".join(f"{k} shift {v:.4f}" for k, v in shifts.items())
               + f"; compound / lab {shifts['compound'] / shifts['lab']:.3f}, null / lab {shifts['null'] / shifts['lab']:.3f}")
         return
-    from benchmark.protocol import parse_overrides
+    from benchmark.protocol.loop import parse_overrides
 
     folds = [int(f) for f in args.folds.split(",")]
     overrides = parse_overrides(args.overrides)

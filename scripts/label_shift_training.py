@@ -25,7 +25,7 @@ import numpy as np
 def shifted_plate_batches(train, n_treated: int, n_controls: int, alpha: float, rng: np.random.Generator):
     """As ``core.sampler.plate_batches`` (same number of contexts per plate), but each context's treated images
     are drawn with Dirichlet(alpha) class proportions over the plate's classes (without replacement within it)."""
-    from benchmark.core.sampler import Batch, chunk_indices
+    from benchmark.core.training.sampler import Batch, chunk_indices
     from benchmark.scenarios.label_shift import allocate, proportions
 
     batches = []
@@ -49,7 +49,7 @@ def shifted_plate_batches(train, n_treated: int, n_controls: int, alpha: float, 
 
 def main() -> None:
     from benchmark.datasets import load_dataset
-    from benchmark.evaluation import fit_and_evaluate
+    from benchmark.protocol.evaluation import fit_and_evaluate
     from benchmark.methods.cs_arm_bn import CSARMBN
     from benchmark.records import read_record, record_path
     from benchmark.scenarios.label_shift import LEVELS

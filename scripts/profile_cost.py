@@ -26,9 +26,9 @@ PROFILE_METHODS = ("profile_none", "profile_mad", "profile_sphering", "profile_h
 
 
 def main() -> None:
-    from benchmark.core.source_cache import FoldIdentity, fold_scope
+    from benchmark.core.training.model_cache import FoldIdentity, fold_scope
     from benchmark.datasets import load_dataset
-    from benchmark.evaluation import fit_and_evaluate
+    from benchmark.protocol.evaluation import fit_and_evaluate
     from benchmark.hardware import cpu_model, usable_cpus
     from benchmark.registry import get_method
     from benchmark.sealed.foldstore import fold_digest

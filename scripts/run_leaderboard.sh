@@ -5,7 +5,7 @@
 # One `bench sweep`: every (method, split, fold, seed) is its own unit in its own process, JOBS
 # at a time (default 2: one per core; the ResNet methods train on one thread each), longest first,
 # ERM of a fold and seed before AdaBN / TENT / DeYO / ROID of the same fold and seed (they load its
-# cached model, benchmark/core/source_cache.py). Finished records are skipped, so a rerun resumes;
+# cached model, benchmark/core/training/model_cache.py). Finished records are skipped, so a rerun resumes;
 # each unit logs to leaderboard/logs/<method>-<split>-fold<k>-seed<s>.log.
 #
 # METHODS (space- or comma-separated) replaces the default list, which lives in one place:

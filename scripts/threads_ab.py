@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmark.core.backbones import create_backbone
+from benchmark.core.training.backbones import create_backbone
 
 
 def _step(model, optimiser, x, y) -> None:

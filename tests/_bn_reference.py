@@ -24,10 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from benchmark.conformance import check_data  # noqa: E402
+from benchmark.conformance.checks import check_data  # noqa: E402
 from benchmark.datasets.dataset import PlateView  # noqa: E402
 from benchmark.methods.base import AccessLevel  # noqa: E402
-from benchmark.protocol import resolve_config  # noqa: E402
+from benchmark.protocol.loop import resolve_config  # noqa: E402
 from benchmark.registry import get_method  # noqa: E402
 
 RUNS = [("erm", {}), ("adabn", {}), ("arm_bn", {}), ("cs_arm_bn", {}), ("ben", {}),

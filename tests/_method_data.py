@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import torch
 
-import benchmark.core.sampler as sampler_module
-from benchmark.core.encoders import ModuleEncoder, register_encoder_backend
+import benchmark.core.training.sampler as sampler_module
+from benchmark.core.encoders.loading import ModuleEncoder, register_encoder_backend
 
 RANDOM_FEATURES = "test-random-features"
 """An encoder backend for the frozen-encoder tests: :class:`RandomFeatures`, 24 dimensions."""

@@ -8,7 +8,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from benchmark.cli import app
-from benchmark.montage import false_colour, montage_image_ids
+from benchmark.report.montage import false_colour, montage_image_ids
 
 runner = CliRunner()
 

@@ -37,7 +37,7 @@ def test_pretrain_encoder_writes_loadable_weights(tmp_path, monkeypatch):
     from benchmark.datasets.synthetic import SIMULATOR_VERSION
     assert f"pretraining_images(16, seed=0, image_size=48) of simulator {SIMULATOR_VERSION}" in config["pretraining_data"]
     assert set(config["code"]) == {"git_commit", "git_tree"}
-    from benchmark.core.encoders import load_encoder
+    from benchmark.core.encoders.loading import load_encoder
     assert load_encoder(f"platebench-ssl:{out}").embed(np.zeros((2, 5, 32, 32), np.uint8)).shape == (2, 128)
 
 

@@ -12,7 +12,7 @@ from _check_env import check_cache  # noqa: F401  (autouse fixture)
 from _toy_methods import Centroid
 from benchmark import registry
 from benchmark.cli import app
-from benchmark.conformance import CHECKS
+from benchmark.conformance.checks import CHECKS
 
 runner = CliRunner()
 

@@ -13,7 +13,7 @@ import pytest
 
 from _check_env import check_cache  # noqa: F401  (autouse fixture)
 from _toy_methods import Centroid, ControlStd, PlateStd, features
-from benchmark.conformance import CHECKS, assert_check, check_data, iter_checks
+from benchmark.conformance.checks import CHECKS, assert_check, check_data, iter_checks
 from benchmark.datasets.dataset import PlateView
 from benchmark.errors import LeakageError
 from benchmark.methods.base import AccessLevel, MethodConfig
@@ -201,7 +201,7 @@ def test_labelled_images_refuse_target_ids(toy_dataset):
 
 
 def test_the_evaluator_never_hands_a_none_method_the_plate(toy_dataset):
-    from benchmark.evaluation import _view_for
+    from benchmark.protocol.evaluation import _view_for
 
     ids = toy_dataset.index.filter((pl.col("plate") == "src3_b0_p0") & ~pl.col("is_control"))["image_id"]
     full, _ = toy_dataset.plate_view("src3_b0_p0", ids.to_numpy(), np.random.default_rng(0))

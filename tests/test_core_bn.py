@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.core.bn import accumulate_bn_stats, batch_stats_context, bn_state, bn_stats_applied, set_bn_mode
+from benchmark.core.training.bn_stats import accumulate_bn_stats, batch_stats_context, bn_state, bn_stats_applied, set_bn_mode
 
 
 def _model():

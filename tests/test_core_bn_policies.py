@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.core.bn import bn_layers, bn_state
-from benchmark.core.bn_policies import (BatchStatistics, ChunkStats, ControlRows, ControlStats, PlateStats,
+from benchmark.core.training.bn_stats import bn_layers, bn_state
+from benchmark.core.recipe.bn_policies import (BatchStatistics, ChunkStats, ControlRows, ControlStats, PlateStats,
                                         RunningStats, plate_chunks)
-from benchmark.core.network import Network
-from benchmark.core.preprocess import ChannelStats, Preprocessor
-from benchmark.core.sampler import PlateContext
-from benchmark.core.training import Step, cross_entropy_loss
+from benchmark.core.recipe.network import Network
+from benchmark.core.training.preprocess import ChannelStats, Preprocessor
+from benchmark.core.training.sampler import PlateContext
+from benchmark.core.training.loop import Step, cross_entropy_loss
 from benchmark.datasets.dataset import PlateView
 from benchmark.errors import MethodError
 

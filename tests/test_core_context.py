@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmark.core.backbones import create_backbone
-from benchmark.core.context import ContextNet, ContextualClassifier, EvalChunks, batch_context
-from benchmark.core.features import features_and_logits
-from benchmark.core.network import Network
-from benchmark.core.preprocess import Preprocessor, channel_stats
-from benchmark.core.sampler import PlateContext
+from benchmark.core.training.backbones import create_backbone
+from benchmark.core.recipe.context import ContextNet, ContextualClassifier, EvalChunks, batch_context
+from benchmark.core.recipe.features import features_and_logits
+from benchmark.core.recipe.network import Network
+from benchmark.core.training.preprocess import Preprocessor, channel_stats
+from benchmark.core.training.sampler import PlateContext
 
 
 def _model() -> ContextualClassifier:

@@ -7,7 +7,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from benchmark.core.coral import coral_penalty
+from benchmark.core.recipe.coral import coral_penalty
 
 
 def _by_hand(x: np.ndarray, d: np.ndarray, min_images: int = 2) -> float:

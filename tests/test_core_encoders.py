@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.core.backbones import create_backbone
-from benchmark.core.encoders import ModuleEncoder, load_encoder, register_encoder_backend
-from benchmark.core.ssl_encoder import save_encoder
+from benchmark.core.training.backbones import create_backbone
+from benchmark.core.encoders.loading import ModuleEncoder, load_encoder, register_encoder_backend
+from benchmark.core.encoders.ssl import save_encoder
 from benchmark.errors import BenchError, MethodError, UnknownNameError
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.core.accel import Autocast
-from benchmark.core.backbones import create_backbone
-from benchmark.core.features import classifier_head, features_and_logits
+from benchmark.core.training.accel import Autocast
+from benchmark.core.training.backbones import create_backbone
+from benchmark.core.recipe.features import classifier_head, features_and_logits
 
 
 def test_features_are_what_the_head_maps_to_the_logits_and_carry_gradient():

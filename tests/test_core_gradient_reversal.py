@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.core.gradient_reversal import GradientReversal, reverse_gradient
+from benchmark.core.recipe.gradient_reversal import GradientReversal, reverse_gradient
 
 
 def test_forward_is_the_identity_and_the_gradient_flips_sign():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmark.constants import CHANNELS
-from benchmark.core.intensity import (
+from benchmark.core.profiles.intensity import (
     MIN_STD,
     STATISTICS,
     channel_statistics,

@@ -3,11 +3,11 @@
 import numpy as np
 import torch
 
-from benchmark.core.accel import Autocast, accelerate, loader_workers, mixed_precision, to_device
-from benchmark.core.loader import epochs, training_steps
-from benchmark.core.preprocess import Preprocessor, channel_stats
-from benchmark.core.sampler import MixedBatches, OnePlateBatches, PlateContext, plate_batches
-from benchmark.core.training import TrainSettings, train_model
+from benchmark.core.training.accel import Autocast, accelerate, loader_workers, mixed_precision, to_device
+from benchmark.core.training.loader import epochs, training_steps
+from benchmark.core.training.preprocess import Preprocessor, channel_stats
+from benchmark.core.training.sampler import MixedBatches, OnePlateBatches, PlateContext, plate_batches
+from benchmark.core.training.loop import TrainSettings, train_model
 
 
 def _setup(toy_dataset):

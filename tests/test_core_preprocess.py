@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.core.bn_policies import RunningStats
-from benchmark.core.preprocess import Preprocessor, center_crop, channel_stats, check_crop, random_crop_flip
-from benchmark.core.validation import ValidationSet
+from benchmark.core.recipe.bn_policies import RunningStats
+from benchmark.core.training.preprocess import Preprocessor, center_crop, channel_stats, check_crop, random_crop_flip
+from benchmark.core.recipe.validation import ValidationSet
 from benchmark.errors import MethodError
 from benchmark.methods.erm import ERM
 

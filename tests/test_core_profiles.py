@@ -9,10 +9,10 @@ import types
 import numpy as np
 import pytest
 
-from benchmark.core import profile_corrections as pc
-from benchmark.core.profile_cache import EmbeddingCache, image_digests, set_digest
-from benchmark.core.profile_data import TARGET, UNKNOWN, Profiles, concat, profiles_of, well_profiles
-from benchmark.core.profiles import ProfileClassifier, correct, parse_grid
+from benchmark.core.profiles import corrections as pc
+from benchmark.core.profiles.embedding_cache import EmbeddingCache, image_digests, set_digest
+from benchmark.core.profiles.data import TARGET, UNKNOWN, Profiles, concat, profiles_of, well_profiles
+from benchmark.core.profiles.pipeline import ProfileClassifier, correct, parse_grid
 from benchmark.errors import MethodError
 
 

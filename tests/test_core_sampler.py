@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.core.sampler import (MixedBatches, OnePlateBatches, PlateContext, chunk_indices, mixed_batches,
+from benchmark.core.training.sampler import (MixedBatches, OnePlateBatches, PlateContext, chunk_indices, mixed_batches,
                                     plate_batches)
 from benchmark.errors import DataError
 

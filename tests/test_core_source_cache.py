@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from _method_data import split, view
-from benchmark.core.source_cache import FoldIdentity, SourceCache, code_version, current_fold, fold_scope, key_digest
+from benchmark.core.training.model_cache import FoldIdentity, SourceCache, code_version, current_fold, fold_scope, key_digest
 from benchmark.methods.adabn import AdaBN
 from benchmark.methods.erm import ERM
 from benchmark.methods.tent import Tent
@@ -103,7 +103,7 @@ def test_code_version_leaves_out_only_existing_modules_no_training_module_import
     from pathlib import Path
 
     import benchmark.core as core
-    from benchmark.core.source_cache import _NOT_TRAINING
+    from benchmark.core.training.model_cache import _NOT_TRAINING
 
     folder = Path(core.__file__).parent
     assert all((folder / name).is_file() for name in _NOT_TRAINING)  # the list names real modules
@@ -232,7 +232,7 @@ def test_the_worker_names_its_fold_and_its_models_folder(tmp_path):
 # -- through the sealed worker -----------------------------------------------------------------------------
 
 def test_sealed_runs_cache_the_erm_model_once_per_fold_and_seed(toy_dataset, tmp_path, monkeypatch):
-    from benchmark.protocol import run_protocol
+    from benchmark.protocol.loop import run_protocol
     from benchmark.records import load_records, read_predictions
 
     monkeypatch.setenv("PLATEBENCH_CACHE", str(tmp_path / "cache"))
@@ -286,7 +286,7 @@ def test_the_evaluator_checks_every_cache_file_a_worker_hands_back(tmp_path):
 def test_a_method_of_its_own_model_is_scored_again_from_the_cache_with_identical_results(toy_dataset, tmp_path,
                                                                                          monkeypatch):
     """ARM-BN caches its own model (not shared with ERM); adding a scenario block loads it instead of training."""
-    from benchmark.protocol import run_protocol
+    from benchmark.protocol.loop import run_protocol
     from benchmark.records import load_records, read_predictions
 
     monkeypatch.setenv("PLATEBENCH_CACHE", str(tmp_path / "cache"))
@@ -313,7 +313,7 @@ def test_a_method_of_its_own_model_is_scored_again_from_the_cache_with_identical
 @pytest.mark.parametrize("method", ["deep_coral", "dann"])
 def test_methods_whose_loss_is_an_object_run_sealed_and_cache_their_model(method, toy_dataset, tmp_path, monkeypatch):
     """Deep CORAL's and DANN's losses are dataclass instances (no ``__qualname__``): the key names them by repr."""
-    from benchmark.protocol import run_protocol
+    from benchmark.protocol.loop import run_protocol
 
     monkeypatch.setenv("PLATEBENCH_CACHE", str(tmp_path / "cache"))
     (outcome,) = run_protocol(method, "source_out", toy_dataset, seeds=[0], folds=[1], device="cpu",

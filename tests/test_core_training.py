@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.core.training import SELECTION_RULE, SizedEpoch, Step, TrainSettings, cross_entropy_loss, train_model
+from benchmark.core.training.loop import SELECTION_RULE, SizedEpoch, Step, TrainSettings, cross_entropy_loss, train_model
 from benchmark.errors import MethodError
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from _method_data import split, view
-from benchmark.core.loader import batch_targets, epochs, n_domains, read_batch, training_steps
-from benchmark.core.preprocess import Preprocessor, channel_stats
-from benchmark.core.sampler import MixedBatches, OnePlateBatches, PlateContext, WithTargetImages, target_draws
+from benchmark.core.training.loader import batch_targets, epochs, n_domains, read_batch, training_steps
+from benchmark.core.training.preprocess import Preprocessor, channel_stats
+from benchmark.core.training.sampler import MixedBatches, OnePlateBatches, PlateContext, WithTargetImages, target_draws
 from benchmark.datasets.dataset import PlateView
 from benchmark.errors import DataError
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmark.core.bn import batch_stats_context, bn_layers
-from benchmark.core.network import Network
-from benchmark.core.preprocess import ChannelStats, Preprocessor
-from benchmark.core.tta import TestTimeOptimisation, bn_affine_parameters, pass_generator, source_weights_restored
+from benchmark.core.training.bn_stats import batch_stats_context, bn_layers
+from benchmark.core.recipe.network import Network
+from benchmark.core.training.preprocess import ChannelStats, Preprocessor
+from benchmark.core.recipe.tta import TestTimeOptimisation, bn_affine_parameters, pass_generator, source_weights_restored
 from benchmark.datasets.dataset import PlateView
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.core.tvn import apply_tvn, fit_tvn, plate_tvn
+from benchmark.core.profiles.tvn import apply_tvn, fit_tvn, plate_tvn
 from benchmark.errors import MethodError
 
 

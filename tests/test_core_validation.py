@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.core.bn_policies import ChunkStats, ControlStats, RunningStats
-from benchmark.core.network import Network
-from benchmark.core.preprocess import Preprocessor, channel_stats
-from benchmark.core.sampler import PlateContext
-from benchmark.core.validation import ValidationSet
+from benchmark.core.recipe.bn_policies import ChunkStats, ControlStats, RunningStats
+from benchmark.core.recipe.network import Network
+from benchmark.core.training.preprocess import Preprocessor, channel_stats
+from benchmark.core.training.sampler import PlateContext
+from benchmark.core.recipe.validation import ValidationSet
 from benchmark.errors import MethodError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark import correction_metrics as cm
+from benchmark.core.profiles import metrics as cm
 from benchmark.errors import MethodError
 
 

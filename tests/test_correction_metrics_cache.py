@@ -1,4 +1,4 @@
-"""The memo of the uncorrected profiles' correction metrics (benchmark.correction_metrics_cache)."""
+"""The memo of the uncorrected profiles' correction metrics (benchmark.core.profiles.metrics_cache)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from benchmark.core.profile_data import concat, profiles_of
-from benchmark.correction_metrics_cache import cached_scores, scores_key
+from benchmark.core.profiles.data import concat, profiles_of
+from benchmark.core.profiles.metrics_cache import cached_scores, scores_key
 
 
 def _wells(seed=0, n=12):

@@ -1,4 +1,4 @@
-"""Data-parallel training (DDP, benchmark.core.distributed): two gloo ranks train one model as one process with
+"""Data-parallel training (DDP, benchmark.core.training.distributed): two gloo ranks train one model as one process with
 twice the gradient accumulation would, only rank 0 writes the record, and a world of one changes nothing.
 
 The end-to-end test runs two ranks with the variables ``torchrun --nproc-per-node 2`` sets (``RANK``,
@@ -29,16 +29,16 @@ import torch
 
 from conftest import make_toy_dataset
 
-from benchmark.core.distributed import (HOSTED_ENV, RUN_ENV, Coordinator, DistributedError, Launch, RunningStatsSync,
+from benchmark.core.training.distributed import (HOSTED_ENV, RUN_ENV, Coordinator, DistributedError, Launch, RunningStatsSync,
                                         World, launch, process_group)
-from benchmark.core.loader import epochs, training_steps
-from benchmark.core.preprocess import Preprocessor, channel_stats
-from benchmark.core.sampler import MixedBatches, plate_batches
-from benchmark.core.training import SizedEpoch, TrainSettings, train_model
+from benchmark.core.training.loader import epochs, training_steps
+from benchmark.core.training.preprocess import Preprocessor, channel_stats
+from benchmark.core.training.sampler import MixedBatches, plate_batches
+from benchmark.core.training.loop import SizedEpoch, TrainSettings, train_model
 from benchmark.errors import MethodError
-from benchmark.evaluation import fit_and_evaluate
+from benchmark.protocol.evaluation import fit_and_evaluate
 from benchmark.hardware import cpu_id, cpu_isa
-from benchmark.protocol import run_protocol
+from benchmark.protocol.loop import run_protocol
 from benchmark.records import load_records, read_predictions
 from benchmark.registry import get_method
 from benchmark.splits import make_folds

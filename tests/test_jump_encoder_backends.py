@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.core.encoders import load_encoder
+from benchmark.core.encoders.loading import load_encoder
 from benchmark.errors import BenchError
 
 

@@ -25,7 +25,7 @@ from benchmark.datasets.jump.manifest import MANIFEST_FILE  # noqa: E402
 from benchmark.datasets.jump.slurm import PlateTask, job_key  # noqa: E402
 from benchmark.datasets.jump.units import PlateUnit  # noqa: E402
 from benchmark.sweep.slurm import RetriesExhausted, read_jobs  # noqa: E402
-from benchmark.sweep.slurm_config import SlurmConfig  # noqa: E402
+from benchmark.slurm.config import SlurmConfig  # noqa: E402
 
 runner = CliRunner()
 pytestmark = needs_real_metadata

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from benchmark.errors import BenchError
-from benchmark.label_shift import choose_classes, cut_plates
+from benchmark.calibration.label_shift_cut import choose_classes, cut_plates
 from benchmark.splits import make_folds
 
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmark.cli import app
-from benchmark.leaderboard import NoRecordsError, build_leaderboard, paired_difference
+from benchmark.leaderboard.build import NoRecordsError, build_leaderboard, paired_difference
 from benchmark.records import RECORD_FORMAT, load_records, record_path, write_record
 
 runner = CliRunner()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from test_leaderboard import fake
 
-from benchmark.leaderboard import EMBEDDING_FIGURE, build_leaderboard
-from benchmark.leaderboard_profiles import COLUMNS, correction_table
+from benchmark.leaderboard.build import EMBEDDING_FIGURE, build_leaderboard
+from benchmark.leaderboard.profiles import COLUMNS, correction_table
 from benchmark.records import load_records
 
 

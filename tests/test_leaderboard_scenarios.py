@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from test_leaderboard import fake
 
-from benchmark.leaderboard import build_leaderboard
-from benchmark.leaderboard_scenarios import level_value, paired_level_difference
+from benchmark.leaderboard.build import build_leaderboard
+from benchmark.leaderboard.scenarios import level_value, paired_level_difference
 from benchmark.records import load_records, write_record
 
 
@@ -92,7 +92,7 @@ def test_failed_levels_are_listed_with_the_message(results, tmp_path):
 
 
 def test_transductive_rows_carry_the_note_that_their_fit_saw_the_plain_targets(tmp_path):
-    from benchmark.leaderboard_scenarios import TRANSDUCTIVE_NOTE
+    from benchmark.leaderboard.scenarios import TRANSDUCTIVE_NOTE
 
     root = tmp_path / "results"
     for access, method in (("none", "erm"), ("transductive", "dann")):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from benchmark.cli import app
-from benchmark.leaderboard import build_leaderboard, screen_records
+from benchmark.leaderboard.build import build_leaderboard, screen_records
 from benchmark.records import load_records
 import json
 
@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from benchmark.constants import CLASS_NAMES, N_CLASSES
-from benchmark.evaluation import score
+from benchmark.protocol.evaluation import score
 from benchmark.records import write_record
 from test_leaderboard import fake as fake_record
 import _toy_methods  # noqa: F401  (registers _test_centroid: an installed method that is not built in)

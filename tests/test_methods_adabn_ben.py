@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from _method_data import shifted, split, view
-from benchmark.core.bn import bn_layers, reference_stats_bn
+from benchmark.core.training.bn_stats import bn_layers, reference_stats_bn
 from benchmark.methods.adabn import AdaBN
 from benchmark.methods.ben import BEN
 from benchmark.methods.erm import ERM
@@ -149,6 +149,6 @@ def test_ben_training_normalises_with_the_samplers_dmso_rows(toy_dataset, monkey
                 return ctx.__exit__(*exc)
         return Wrap()
 
-    monkeypatch.setattr("benchmark.core.bn_policies.reference_stats_bn", spy)
+    monkeypatch.setattr("benchmark.core.recipe.bn_policies.reference_stats_bn", spy)
     method.fit(train, val, seed=0)
     assert masks and all(int(m.sum()) == 16 and not m[:int((~m).sum())].any() for m in masks)

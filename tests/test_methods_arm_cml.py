@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from _method_data import recorded_batch_plates, split, view
-from benchmark.core.context import ContextualClassifier
+from benchmark.core.recipe.context import ContextualClassifier
 from benchmark.methods.arm_cml import ARMCML
 
 FAST = dict(threads=1, crop=0, max_epochs=2, patience=2, lr=3e-3, schedule="constant", n_treated=16)

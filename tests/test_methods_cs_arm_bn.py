@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from _method_data import split, view
-from benchmark.core.loader import epochs
-from benchmark.core.sampler import OnePlateBatches, PlateContext
-from benchmark.core.validation import ValidationSet
+from benchmark.core.training.loader import epochs
+from benchmark.core.training.sampler import OnePlateBatches, PlateContext
+from benchmark.core.recipe.validation import ValidationSet
 from benchmark.errors import MethodError
 from benchmark.methods.cs_arm_bn import CSARMBN
 

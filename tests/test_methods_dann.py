@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from _method_data import split, view
-from benchmark.core.backbones import create_backbone
-from benchmark.core.features import features_and_logits
-from benchmark.core.training import Step, TrainSettings, train_model
+from benchmark.core.training.backbones import create_backbone
+from benchmark.core.recipe.features import features_and_logits
+from benchmark.core.training.loop import Step, TrainSettings, train_model
 from benchmark.methods.dann import DANN, DomainAdversarialLoss, DomainAdversarialStep
 
 FAST = dict(threads=1, crop=0, max_epochs=2, patience=2, lr=3e-3, schedule="constant", batch_size=24, n_target=16)

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 import benchmark.methods.deep_coral as deep_coral
 from _method_data import split, view
-from benchmark.core.coral import coral_penalty
-from benchmark.core.features import features_and_logits
-from benchmark.core.training import Step
+from benchmark.core.recipe.coral import coral_penalty
+from benchmark.core.recipe.features import features_and_logits
+from benchmark.core.training.loop import Step
 from benchmark.errors import DataError
 from benchmark.methods.deep_coral import CoralLoss, DeepCORAL
 

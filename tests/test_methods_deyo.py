@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmark.constants import N_CLASSES
-from benchmark.core.tta import TestTimeOptimisation, softmax_entropy
+from benchmark.core.recipe.tta import TestTimeOptimisation, softmax_entropy
 from benchmark.methods.deyo import DeYO, deyo_objective, deyo_weights, patch_shuffle, plpd
 from benchmark.methods.erm import ERMConfig
 

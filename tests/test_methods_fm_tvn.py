@@ -44,7 +44,7 @@ def test_missing_dmso_names_the_plate(fitted, toy_dataset):
 
 
 def test_a_second_fit_in_the_same_fold_reads_every_embedding_from_the_cache(toy_dataset, tmp_path):
-    from benchmark.core.source_cache import FoldIdentity, fold_scope
+    from benchmark.core.training.model_cache import FoldIdentity, fold_scope
 
     train, val, target = split(toy_dataset)
     fold = FoldIdentity("toy", "f", "source_out", 0, 0, "d", str(tmp_path))

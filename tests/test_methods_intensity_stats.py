@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from _method_data import shifted, split, view
 from benchmark.cli import app
-from benchmark.core.intensity import channel_statistics, standardise_by_controls
+from benchmark.core.profiles.intensity import channel_statistics, standardise_by_controls
 from benchmark.datasets.dataset import PlateView
 from benchmark.errors import MethodError
 from benchmark.methods.intensity_stats import IntensityStats

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from _method_data import SPARSE_RANDOM_FEATURES, split, view
-from benchmark.core.profile_data import TARGET
-from benchmark.core.source_cache import FoldIdentity, fold_scope
+from benchmark.core.profiles.data import TARGET
+from benchmark.core.training.model_cache import FoldIdentity, fold_scope
 from benchmark.errors import BenchError, MethodError
 from benchmark.registry import get_method
 
@@ -154,7 +154,7 @@ def test_the_uncorrected_metrics_are_computed_once_per_fold_and_seed(toy_dataset
 
 
 def test_erm_penultimate_layer_as_featuriser():
-    from benchmark.conformance import check_data
+    from benchmark.conformance.checks import check_data
 
     data = check_data()
     cls = get_method("profile_none")
@@ -179,8 +179,8 @@ def test_the_contributing_guide_profile_correction_runs(toy_dataset):
     """CONTRIBUTING.md's profile-correction example, executed as written, fits, adapts and predicts."""
     from pathlib import Path
 
-    from benchmark.core.profile_corrections import Correction, Transform
-    from benchmark.core.profiles import ProfileMethod
+    from benchmark.core.profiles.corrections import Correction, Transform
+    from benchmark.core.profiles.pipeline import ProfileMethod
     from benchmark.methods.base import AccessLevel
     from benchmark.registry import register_method, unregister_method
 

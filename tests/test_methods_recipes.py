@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.core.bn_policies import BatchStatistics, ChunkStats, ControlRows, ControlStats, PlateStats, RunningStats
-from benchmark.core.sampler import MixedBatches, OnePlateBatches, PlateContext
-from benchmark.core.training import cross_entropy_loss
+from benchmark.core.recipe.bn_policies import BatchStatistics, ChunkStats, ControlRows, ControlStats, PlateStats, RunningStats
+from benchmark.core.training.sampler import MixedBatches, OnePlateBatches, PlateContext
+from benchmark.core.training.loop import cross_entropy_loss
 from benchmark.registry import available_methods, get_method
 
 EXPECTED = {  # method, overrides -> (batches, training BN, validation BN, test BN)

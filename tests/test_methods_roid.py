@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.core.tta import TestTimeOptimisation, softmax_entropy
+from benchmark.core.recipe.tta import TestTimeOptimisation, softmax_entropy
 from benchmark.methods.erm import ERMConfig
 from benchmark.methods.roid import (ROID, augment, min_max, prior_correction, pull_to_source, roid_objective,
                                     roid_weights, soft_likelihood_ratio, symmetric_cross_entropy)

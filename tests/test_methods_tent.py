@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from _method_data import split, view
-from benchmark.core.bn import batch_stats_context, bn_layers
-from benchmark.core.tta import TestTimeOptimisation, pass_generator, softmax_entropy
+from benchmark.core.training.bn_stats import batch_stats_context, bn_layers
+from benchmark.core.recipe.tta import TestTimeOptimisation, pass_generator, softmax_entropy
 from benchmark.methods.erm import ERM
 from benchmark.methods.tent import Tent, entropy_objective
 

@@ -1,4 +1,4 @@
-"""Order keys (benchmark.orders): public-v0 draws what records were made with; keyed-v1 hides the orders.
+"""Order keys (benchmark.protocol.orders): public-v0 draws what records were made with; keyed-v1 hides the orders.
 
 The replay cheater below knows what every submitter knows: the toy dataset's fixed layout (the
 same wells hold the same classes on every plate, in index order) and the public-v0 generator of
@@ -21,20 +21,20 @@ import pytest
 from _toy_methods import Centroid, CentroidConfig
 from typer.testing import CliRunner
 
-from benchmark import orders
+from benchmark.protocol import orders
 from benchmark.cli import app
 from benchmark.constants import POSCONS
 from benchmark.datasets.dataset import open_dataset
 from benchmark.errors import BenchError, UnknownNameError
-from benchmark.evaluation import fit_and_evaluate, target_views
+from benchmark.protocol.evaluation import fit_and_evaluate, target_views
 from benchmark.methods.base import AccessLevel
-from benchmark.orders import (EVALUATION, KEYED_V1, PUBLIC_V0, TARGET_VIEWS, case_rng, index_digest, order_rng,
+from benchmark.protocol.orders import (EVALUATION, KEYED_V1, PUBLIC_V0, TARGET_VIEWS, case_rng, index_digest, order_rng,
                               record_scheme, scenario_purpose)
-from benchmark.protocol import run_protocol
+from benchmark.protocol.loop import run_protocol
 from benchmark.records import read_record
 from benchmark.registry import register_method
 from benchmark.scenarios import get_scenario
-from benchmark.scenarios.runner import run_scenarios, target_plates
+from benchmark.scenarios.scoring import run_scenarios, target_plates
 from benchmark.splits import make_folds
 
 LAYOUT = np.array([label for label, *_rest, wells in POSCONS for _ in wells])
@@ -201,7 +201,7 @@ def test_scenario_cuts_follow_the_scheme_and_public_v0_keeps_the_old_cut(toy_dat
 
 
 def test_a_scenario_object_of_another_scheme_is_refused(toy_dataset, fold):
-    from benchmark.evaluation import LocalHost
+    from benchmark.protocol.evaluation import LocalHost
 
     method = Centroid()
     fit_and_evaluate(method, toy_dataset, fold, 0)

@@ -83,7 +83,7 @@ def test_the_installed_bench_runs_outside_the_repository(venv, toy_dataset, tmp_
     env["PLATEBENCH_CACHE"] = str(tmp_path / "cache")
     bench = str(venv / "bin" / "bench")
     where = run([str(venv / "bin" / "python"), "-c",
-                 "import json, benchmark, benchmark.core.ssl_encoder as ssl; from importlib import metadata; "
+                 "import json, benchmark, benchmark.core.encoders.ssl as ssl; from importlib import metadata; "
                  "print(json.dumps([benchmark.__file__, str(ssl.WEIGHTS), ssl.WEIGHTS.is_file(), "
                  "str(metadata.distribution('platebench').locate_file(''))]))"], cwd=tmp_path, env=env)
     package, weights, weights_found, dist = json.loads(where.stdout)

@@ -1,6 +1,6 @@
 """Untrusted code never runs in the evaluator: plugins are listed from metadata and imported only in a sandbox.
 
-The plugin here writes a marker (with its process id) and patches ``benchmark.evaluation`` when imported.
+The plugin here writes a marker (with its process id) and patches ``benchmark.protocol.evaluation`` when imported.
 ``bench methods list``, ``bench leaderboard`` and ``bench report`` must not import it; ``get_method``
 refuses it; :func:`method_info` describes it through ``run_isolated``. Unless said otherwise the tests
 use a stand-in for :func:`benchmark.sealed.isolated.run_isolated` that runs the target in a fresh
@@ -21,7 +21,7 @@ import _plugin_site
 import pytest
 from typer.testing import CliRunner
 
-import benchmark.evaluation
+import benchmark.protocol.evaluation
 from benchmark import plugins, registry
 from benchmark.cli import app
 from benchmark.errors import BenchError, UnknownNameError
@@ -36,7 +36,7 @@ EVIL = '''
 import dataclasses
 import os
 
-import benchmark.evaluation as _evaluation
+import benchmark.protocol.evaluation as _evaluation
 from benchmark.methods.base import AccessLevel, Method, MethodConfig
 from benchmark.registry import register_method
 
@@ -116,9 +116,9 @@ def site(tmp_path, monkeypatch):
     registry.available_methods()
     methods, origins, modules = dict(registry._METHODS), dict(registry._ORIGINS), set(sys.modules)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(benchmark.evaluation, "score", benchmark.evaluation.score)  # undone if a test imports one
+    monkeypatch.setattr(benchmark.protocol.evaluation, "score", benchmark.protocol.evaluation.score)  # undone if a test imports one
     yield tmp_path / "site"
-    vars(benchmark.evaluation).pop("PATCHED_BY_PLUGIN", None)
+    vars(benchmark.protocol.evaluation).pop("PATCHED_BY_PLUGIN", None)
     registry._METHODS.clear(), registry._METHODS.update(methods)
     registry._ORIGINS.clear(), registry._ORIGINS.update(origins)
     for name in set(sys.modules) - modules:  # the plugins' modules only (not, e.g., torch's C extensions)
@@ -145,7 +145,7 @@ def imported_here(marker: Path) -> bool:
     """Whether this process imported the plugin (its marker names this pid, its module is loaded, or it patched)."""
     pids = marker.read_text().split() if marker.exists() else []
     return (str(os.getpid()) in pids or "pb_evil" in sys.modules
-            or hasattr(benchmark.evaluation, "PATCHED_BY_PLUGIN") or benchmark.evaluation.score.__name__ != "score")
+            or hasattr(benchmark.protocol.evaluation, "PATCHED_BY_PLUGIN") or benchmark.protocol.evaluation.score.__name__ != "score")
 
 
 def test_methods_list_shows_a_plugin_from_metadata_without_importing_it(evil):
@@ -261,7 +261,7 @@ def test_entry_points_that_take_a_taken_name_are_skipped_from_metadata(site):
 
 
 def test_leaderboard_counts_a_plugin_as_installed_without_importing_it(evil, tmp_path, monkeypatch):
-    import benchmark.leaderboard as leaderboard
+    import benchmark.leaderboard.build as leaderboard
     from test_leaderboard import fake
 
     seen = []
@@ -297,7 +297,7 @@ def quiet_evil(site):
 
 
 def test_a_plugin_runs_in_its_sealed_worker_and_never_in_the_evaluator(quiet_evil, isolated, toy_dataset, tmp_path):
-    from benchmark.protocol import run_protocol
+    from benchmark.protocol.loop import run_protocol
     from benchmark.records import read_record
 
     (outcome,) = run_protocol(PLUGIN, "source_out", toy_dataset, seeds=[0], folds=[0], device="cpu",
@@ -313,7 +313,7 @@ def test_a_plugin_runs_in_its_sealed_worker_and_never_in_the_evaluator(quiet_evi
 
 
 def test_the_sandbox_answer_of_the_checks_is_checked():
-    from benchmark.conformance import parse_isolated_checks
+    from benchmark.conformance.checks import parse_isolated_checks
 
     ok = {"check": "fit", "status": "passed", "message": "fitted", "seconds": 0.1}
     results, local = parse_isolated_checks({"results": [ok], "local": [[0.125] * 8]}, ["declaration", "fit"])
@@ -402,7 +402,7 @@ def test_the_real_sandbox_stops_a_plugin_writing_outside_its_scratch_folder(evil
                     reason="benchmark.sealed.isolated is not written yet")
 def test_methods_check_of_a_plugin_through_the_real_sandbox(quiet_evil, site, monkeypatch):
     """Described and checked in sandboxed interpreters; ``sealed`` run by the evaluator; never imported here."""
-    from benchmark.conformance import CHECKS, EVALUATOR_CHECKS
+    from benchmark.conformance.checks import CHECKS, EVALUATOR_CHECKS
     from benchmark.sealed import isolated
 
     calls, real = [], isolated.run_isolated
@@ -419,6 +419,6 @@ def test_methods_check_of_a_plugin_through_the_real_sandbox(quiet_evil, site, mo
     for name in CHECKS:
         assert f"PASS  {name}" in result.output, result.output
     assert f"{len(CHECKS)} passed, 0 failed" in result.output and "predictions the same as in process" in result.output
-    assert calls == ["benchmark.method_info:describe_named", "benchmark.conformance:run_checks_isolated"]
+    assert calls == ["benchmark.method_info:describe_named", "benchmark.conformance.checks:run_checks_isolated"]
     assert EVALUATOR_CHECKS == ("sealed",)
     assert not imported_here(quiet_evil)

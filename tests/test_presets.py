@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from benchmark.cli import app
 from benchmark.errors import UnknownNameError
 from benchmark.methods.base import MethodConfig
-from benchmark.presets import PRESETS, Preset, class_path, get_preset, preset_values
-from benchmark.protocol import resolve_config
+from benchmark.protocol.presets import PRESETS, Preset, class_path, get_preset, preset_values
+from benchmark.protocol.loop import resolve_config
 from benchmark.records import load_records
 from benchmark.registry import available_methods, get_method
 

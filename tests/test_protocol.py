@@ -9,8 +9,8 @@ from _toy_methods import Centroid, ControlStd, PlateStd
 
 from benchmark.datasets.dataset import open_dataset, write_dataset
 from benchmark.errors import BenchError, MethodError, UnknownNameError
-from benchmark.evaluation import check_probabilities, fit_and_evaluate
-from benchmark.protocol import parse_overrides, resolve_config, resolve_device, run_protocol, select_folds
+from benchmark.protocol.evaluation import check_probabilities, fit_and_evaluate
+from benchmark.protocol.loop import parse_overrides, resolve_config, resolve_device, run_protocol, select_folds
 from benchmark.records import load_records, read_predictions
 from benchmark.splits import make_folds
 
@@ -115,7 +115,7 @@ def test_resume_skips_done_runs_recomputes_on_change_and_force(toy_dataset, tmp_
 
 
 def test_a_record_of_the_shipped_encoder_is_recomputed_when_its_weights_change(toy_dataset, tmp_path, monkeypatch):
-    import benchmark.core.encoders as encoders
+    import benchmark.core.encoders.loading as encoders
 
     (first,) = run(toy_dataset, tmp_path, "fm_tvn", quick=True)
     recorded = load_records(tmp_path / "res").quick[0].data["fit_report"]["encoder_weights_sha256"]

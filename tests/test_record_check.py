@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from benchmark import registry
 from benchmark.cli import app
-from benchmark.leaderboard import DEFAULT_OUT
-from benchmark.record_check import check_record, compare, recompute
+from benchmark.leaderboard.build import DEFAULT_OUT
+from benchmark.leaderboard.record_check import check_record, compare, recompute
 from benchmark.records import load_records, predictions_path, read_record, write_record
 
 runner = CliRunner()

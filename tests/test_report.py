@@ -16,15 +16,15 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmark.cli import app
-from benchmark.core.profile_corrections import NoCorrection
-from benchmark.core.profiles import ProfileConfig, ProfileMethod
-from benchmark.leaderboard_figure import save_figure
+from benchmark.core.profiles.corrections import NoCorrection
+from benchmark.core.profiles.pipeline import ProfileConfig, ProfileMethod
+from benchmark.leaderboard.figure import save_figure
 from benchmark.methods.base import AccessLevel
 from benchmark.records import RECORD_FORMAT, load_records, predictions_path, record_path, write_record
 from benchmark.registry import register_method, unregister_method
-from benchmark.report_tables import confusion_counts, group_spans, plate_accuracy, plate_grid, row_shares
-from benchmark.report_figures import confusion_figure, embedding_figure, pca_2d, plate_figure
-from benchmark.report_embeddings import sample_rows
+from benchmark.report.tables import confusion_counts, group_spans, plate_accuracy, plate_grid, row_shares
+from benchmark.report.figures import confusion_figure, embedding_figure, pca_2d, plate_figure
+from benchmark.report.embeddings import sample_rows
 
 runner = CliRunner()
 CLASSES = [f"class{k}" for k in range(8)]

@@ -10,13 +10,13 @@ import pytest
 from _toy_methods import ControlStd
 
 from benchmark.errors import BenchError, DataError
-from benchmark.evaluation import fit_and_evaluate
-from benchmark.protocol import run_protocol
+from benchmark.protocol.evaluation import fit_and_evaluate
+from benchmark.protocol.loop import run_protocol
 from benchmark.records import load_records, read_record
 from benchmark.registry import get_method
 from benchmark.scenarios import SCENARIO_NAMES, get_scenario, parse_scenarios
 from benchmark.scenarios.label_shift import allocate, proportions
-from benchmark.scenarios.runner import target_plates
+from benchmark.scenarios.scoring import target_plates
 from benchmark.splits import make_folds
 
 
@@ -177,7 +177,7 @@ def test_records_gain_missing_blocks_keep_old_ones_and_survive_a_failed_rerun(to
     assert more.status == "ok" and set(read_record(more.path)["scenarios"]) == {"label_shift", "support"}
     before = read_record(more.path)
 
-    from benchmark import protocol
+    from benchmark.protocol import loop as protocol
 
     def broken(*args, **kwargs):
         raise DataError("the disk is on fire")
@@ -274,8 +274,8 @@ class _FirstThree:
 
 
 def test_a_scenario_object_runs_like_a_registered_one(toy_dataset, fold):
-    from benchmark.evaluation import LocalHost
-    from benchmark.scenarios.runner import run_scenarios
+    from benchmark.protocol.evaluation import LocalHost
+    from benchmark.scenarios.scoring import run_scenarios
 
     method = get_method("_test_centroid")()
     train, val = toy_dataset.labelled(toy_dataset.index[fold.train_ids]), toy_dataset.labelled(toy_dataset.index[fold.val_ids])

@@ -13,8 +13,8 @@ import pytest
 
 from _cheaters import CHEATERS, LINKS_ENV, ROOT_ENV
 from _toy_methods import Centroid
-from benchmark.evaluation import fit_and_evaluate
-from benchmark.protocol import run_protocol
+from benchmark.protocol.evaluation import fit_and_evaluate
+from benchmark.protocol.loop import run_protocol
 from benchmark.records import load_records
 from benchmark.registry import register_method
 from benchmark.sealed import landlock

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import _cheaters  # noqa: F401  (registers the _cheat_ methods, as a plugin would: origin _cheaters)
 from _check_env import check_cache  # noqa: F401  (autouse fixture)
 from benchmark.cli import app
-from benchmark.conformance import check_data, iter_checks
+from benchmark.conformance.checks import check_data, iter_checks
 from benchmark.registry import method_origin
 
 runner = CliRunner()
@@ -51,7 +51,7 @@ def test_an_honest_method_passes_the_sealed_check_with_its_numbers():
 
 
 def test_the_private_read_watch_sees_only_code_outside_platebench():
-    from benchmark.private_reads import watching
+    from benchmark.conformance.private_reads import watching
 
     train = check_data().train
     with watching() as seen:
@@ -65,7 +65,7 @@ def test_the_private_read_watch_sees_only_code_outside_platebench():
 
 
 def test_canaries_are_planted_where_a_cheater_looks_and_removed(tmp_path):
-    from benchmark import canaries
+    from benchmark.conformance import canaries
 
     data = check_data()
     planted = canaries.plant(data.dataset, data.fold.target_ids, [tmp_path / "a", tmp_path / "b"])
@@ -87,7 +87,7 @@ def test_canaries_are_planted_where_a_cheater_looks_and_removed(tmp_path):
 def test_predictions_that_follow_a_canary_are_named_and_others_not():
     import polars as pl
 
-    from benchmark import canaries
+    from benchmark.conformance import canaries
 
     labels = pl.Series("label", [i % 8 for i in range(64)], dtype=pl.Int8)
     planted = [canaries.Canary(1, __import__("pathlib").Path("/x/one")), canaries.Canary(3, __import__(
@@ -102,7 +102,7 @@ def test_a_native_reader_without_a_sandbox_is_caught_by_a_canary(monkeypatch, tm
     """With the audit hook alone a native reader wins (docs/sealed.md); the canary in the temporary folder names it."""
     import tempfile
 
-    from benchmark import canaries
+    from benchmark.conformance import canaries
 
     monkeypatch.setenv("PLATEBENCH_SANDBOX", "audit")
     monkeypatch.setattr(check_data(), "_runs", None)  # sealed runs made afresh, with the audit hook alone

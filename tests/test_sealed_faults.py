@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from _toy_methods import Centroid
-from benchmark.protocol import run_protocol
+from benchmark.protocol.loop import run_protocol
 from benchmark.records import load_records
 from benchmark.registry import register_method
 
@@ -202,7 +202,7 @@ import os, sys, time
 sys.path.insert(0, {tests!r})
 import test_sealed_faults  # registers _fault_hang
 from benchmark.datasets.dataset import open_dataset
-from benchmark.protocol import run_protocol
+from benchmark.protocol.loop import run_protocol
 run_protocol("_fault_hang", "source_out", open_dataset({root!r}), seeds=[0], folds=[0], device="cpu",
              results_dir={results!r})
 """

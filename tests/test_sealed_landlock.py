@@ -14,8 +14,8 @@ import pytest
 
 import _cheaters  # noqa: F401  (registers the cheaters)
 from _cheaters import ROOT_ENV
-from benchmark.evaluation import fit_and_evaluate
-from benchmark.protocol import run_protocol
+from benchmark.protocol.evaluation import fit_and_evaluate
+from benchmark.protocol.loop import run_protocol
 from benchmark.records import load_records
 from benchmark.sealed import landlock
 from benchmark.splits import make_folds

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import _cheaters_sandbox as cheats
-from benchmark.protocol import run_protocol
+from benchmark.protocol.loop import run_protocol
 from benchmark.records import load_records
 from benchmark.sealed import runs as sealed_runs
 from benchmark.sealed.sandbox import choose

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from benchmark.evaluation import fit_and_evaluate
-from benchmark.protocol import resolve_config, run_protocol
+from benchmark.protocol.evaluation import fit_and_evaluate
+from benchmark.protocol.loop import resolve_config, run_protocol
 from benchmark.records import RECORD_FORMAT, json_safe, load_records, read_predictions
 from benchmark.registry import get_method
 from benchmark.splits import make_folds

@@ -7,9 +7,9 @@ import zlib
 
 import numpy as np
 
-from benchmark.core.bn_policies import plate_generator
-from benchmark.core.tta import pass_generator
-from benchmark.label_shift import plate_rng
+from benchmark.core.recipe.bn_policies import plate_generator
+from benchmark.core.recipe.tta import pass_generator
+from benchmark.calibration.label_shift_cut import plate_rng
 from benchmark.scenarios.base import case_rng
 from benchmark.seeding import name_key, plate_entropy
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from benchmark.cli import app
 from benchmark.errors import BenchError, UnknownNameError
-from benchmark.protocol import run_protocol
+from benchmark.protocol.loop import run_protocol
 from benchmark.records import load_records, read_predictions
 from benchmark.sweep.grid import DEFAULT_METHODS, RunSettings, Unit, grid, prerequisites
 from benchmark.sweep.local import _receive, _Worker, run_debug

@@ -27,13 +27,13 @@ submitit = pytest.importorskip("submitit")
 
 from benchmark.cli import app  # noqa: E402
 from benchmark.errors import BenchError  # noqa: E402
-from benchmark.protocol import run_protocol  # noqa: E402
+from benchmark.protocol.loop import run_protocol  # noqa: E402
 from benchmark.records import load_records, read_predictions  # noqa: E402
 from benchmark.sweep import slurm as sweep_slurm  # noqa: E402
 from benchmark.sweep.grid import RunSettings, Unit  # noqa: E402
 from benchmark.sweep.plan import Plan, make_plan  # noqa: E402
 from benchmark.sweep.progress import SweepProgress  # noqa: E402
-from benchmark.sweep.slurm_config import SlurmConfig, slurm_config  # noqa: E402
+from benchmark.slurm.config import SlurmConfig, slurm_config  # noqa: E402
 
 runner = CliRunner()
 TESTS = Path(__file__).parent

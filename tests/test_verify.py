@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from benchmark.cli import app
 from benchmark.errors import BenchError, DataError
-from benchmark.leaderboard_tables import details_table
+from benchmark.leaderboard.tables import details_table
 from benchmark.records import Record, load_records, predictions_path
-from benchmark.verify import (DEFAULT_TOLERANCE, MetricDiff, cheap_methods, ci_checks, compare_metrics,
+from benchmark.protocol.verify import (DEFAULT_TOLERANCE, MetricDiff, cheap_methods, ci_checks, compare_metrics,
                               environment_differences, headline_metrics, load_verifiable, rerun_settings,
                               sample_records)
 
@@ -184,7 +184,7 @@ def test_cheap_methods_are_the_cheaper_half_widened_to_enough_runs():
 
 
 def test_the_ci_check_uses_the_leaderboards_interval():
-    from benchmark.verify import RunCheck
+    from benchmark.protocol.verify import RunCheck
 
     committed = [_fake("m", f, s, 1.0, ood=0.6 + 0.05 * f + 0.01 * s) for f in range(4) for s in range(3)]
     same = [RunCheck(r, rerun=r) for r in committed[:2]]  # two runs re-run bit for bit

@@ -1,7 +1,7 @@
 """What the probes measure from, each computed on first use and kept for the other probes.
 
 - :meth:`Inputs.accuracies`: a method's run records on both splits, run through
-  :func:`benchmark.protocol.run_protocol` (sealed, resumable: an ok record of the same
+  :func:`benchmark.protocol.loop.run_protocol` (sealed, resumable: an ok record of the same
   config and data fingerprint in the results folder is reused, not refitted).
 - :meth:`Inputs.label_shift`: a built-in method fitted in this process on source_out
   folds, scored on full and on cut target plates (:mod:`.shift_runs`).
@@ -64,7 +64,7 @@ class Inputs:
         return self._once(("records", method), lambda: self._accuracies(method))
 
     def _accuracies(self, method: str) -> MethodAccuracies:
-        from ..protocol import run_protocol
+        from ..protocol.loop import run_protocol
 
         s = self.settings
         in_domain, out_of_domain = [], {}

@@ -1,6 +1,6 @@
 """The lab probe: can a linear classifier tell the lab (source) of an image from its channel statistics?
 
-Features: :func:`benchmark.core.intensity.channel_statistics` of every image (treated and
+Features: :func:`benchmark.core.profiles.intensity.channel_statistics` of every image (treated and
 DMSO), *not* standardised per plate: the probe asks how visible each lab's microscope is in
 raw intensities. Classifier: standardisation + multinomial logistic regression. Score:
 accuracy of cross-validated predictions, folds **grouped by plate** (a plate's images are
@@ -35,7 +35,7 @@ class LabSeparability:
 
 def plate_features(dataset: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features, source, plate) of every image, read plate by plate (bounded memory)."""
-    from ..core.intensity import channel_statistics
+    from ..core.profiles.intensity import channel_statistics
 
     feats, sources, plates = [], [], []
     for (plate,), rows in dataset.index.sort("image_id").group_by("plate", maintain_order=True):

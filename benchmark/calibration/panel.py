@@ -11,7 +11,7 @@ from typing import Any
 
 from ..datasets import Dataset
 from ..errors import BenchError
-from ..method_calls import StageError
+from ..protocol.method_calls import StageError
 from .inputs import Inputs
 from .probes import Probe, select_probes
 from .settings import PanelSettings

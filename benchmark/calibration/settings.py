@@ -23,7 +23,7 @@ class PanelSettings:
 
     @property
     def seeds(self) -> tuple[int, ...]:
-        from ..protocol import DEFAULT_SEEDS
+        from ..protocol.loop import DEFAULT_SEEDS
 
         return (0,) if self.quick else tuple(DEFAULT_SEEDS)
 

@@ -1,9 +1,9 @@
 """The label-shift probe's fits: a method fitted once per source_out fold, scored on full and cut target plates.
 
-Each fold is fitted in this process (:class:`benchmark.evaluation.LocalHost`, built-in
-methods only) with seed 0 and scored by :func:`benchmark.evaluation.evaluate` twice, from
+Each fold is fitted in this process (:class:`benchmark.protocol.evaluation.LocalHost`, built-in
+methods only) with seed 0 and scored by :func:`benchmark.protocol.evaluation.evaluate` twice, from
 the same fitted model: on the fold's target plates as they are, then on the same plates cut
-to the treated images of two classes each (:func:`benchmark.label_shift.cut_plates`; the
+to the treated images of two classes each (:func:`benchmark.calibration.label_shift_cut.cut_plates`; the
 plate's DMSO images stay). Each fold's scores are kept in
 ``<results>/<dataset>-<fingerprint>/calibration/label_shift_<method>_fold<k>_seed0[.quick].json``
 with the config they came from, so a rerun reuses them.
@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..evaluation import LocalHost, evaluate
-from ..label_shift import cut_plates
-from ..protocol import resolve_config, resolve_device, select_folds
+from ..protocol.evaluation import LocalHost, evaluate
+from .label_shift_cut import cut_plates
+from ..protocol.loop import resolve_config, resolve_device, select_folds
 from ..records import json_safe, write_text_atomic
 from ..registry import get_method
 from ..splits import Fold, make_folds

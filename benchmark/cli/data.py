@@ -89,7 +89,7 @@ def show(
     seed: Annotated[int, typer.Option(help="Which example images to pick.")] = 0,
 ) -> None:
     """Write a PNG montage: one row per source, one column per compound plus DMSO (Cell Painting false colour)."""
-    from ..montage import write_montage
+    from ..report.montage import write_montage
 
     dataset = _open(name)
     path = write_montage(dataset, out, seed=seed)
@@ -155,7 +155,7 @@ def calibrate(
     dataset's severity-0 twin. Rerun the same command to resume.
     """
     from ..calibration.probes import select_probes
-    from ..protocol import resolve_device
+    from ..protocol.loop import resolve_device
 
     if as_json and markdown:
         raise BenchError("--json and --markdown each choose the output; give one of them")
@@ -163,7 +163,7 @@ def calibrate(
     resolve_device(device)
     from ..calibration.settings import PanelSettings
     from ..calibration.panel import panel_json, run_panel
-    from ..calibration.report import markdown_table, print_table
+    from ..calibration.writeup import markdown_table, print_table
 
     data = _open(dataset, progress=not as_json)
     settings = PanelSettings(quick=quick, smoke=smoke, device=device, results_dir=results)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..leaderboard import BASELINE, DEFAULT_OUT, build_leaderboard
+from ..leaderboard.build import BASELINE, DEFAULT_OUT, build_leaderboard
 from ..records import DEFAULT_RESULTS
 from .common import handle_errors
 

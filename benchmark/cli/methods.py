@@ -68,9 +68,9 @@ def check(
     A plugin's in-process checks run in a sandboxed process (its code never runs in this one); the
     ``sealed`` check runs it in a sealed worker, as ``bench run`` does.
     """
-    from ..conformance import CHECK_DATASET, CheckResult, check_data, iter_checks
+    from ..conformance.checks import CHECK_DATASET, CheckResult, check_data, iter_checks
     from ..method_info import method_info
-    from ..protocol import parse_overrides
+    from ..protocol.loop import parse_overrides
 
     overrides = parse_overrides(set_ or [])
     info = method_info(name, overrides, quick=True)  # unknown names and bad overrides fail here
@@ -140,9 +140,9 @@ def pretrain_encoder(
     image_size: Annotated[int, typer.Option(help="Side of the pretraining images in px.")] = 64,
 ) -> None:
     """Pretrain the `platebench-ssl` encoder from scratch, without labels (SimCLR), and save it."""
-    from ..core.simclr import SSLSettings, pretrain_encoder as pretrain
-    from ..core.ssl_encoder import save_encoder
-    from ..core.training import stderr_progress
+    from ..core.encoders.simclr import SSLSettings, pretrain_encoder as pretrain
+    from ..core.encoders.ssl import save_encoder
+    from ..core.training.loop import stderr_progress
     from ..datasets.synthetic import SIMULATOR_VERSION, pretraining_images
     from ..datasets.synthetic.pretrain import N_LABS, UNPERTURBED
     from ..errors import BenchError

@@ -17,7 +17,7 @@ from .sweep import default_jobs
 if TYPE_CHECKING:  # the executors import the sweep; load them only when a command runs
     from ..datasets.jump import PrepareOptions
     from ..datasets.jump.executors import ExecutorOptions
-    from ..sweep.slurm_config import SlurmConfig
+    from ..slurm.config import SlurmConfig
 
 _SLURM = slurm_option_types("plate", folder_default="<out>/slurm", mem_help=(
     "Memory per plate in GB (4 is ample: a plate's prepared images, ~0.8 GB, are held twice while stacked, plus "

@@ -43,7 +43,7 @@ def report(
     profile method is refused (use --no-embeddings). --fold and --seed choose that run only; the other figures
     use every record.
     """
-    from ..report import default_out, find_runs, load_run, pick_record, prediction_figures
+    from ..report.build import default_out, find_runs, load_run, pick_record, prediction_figures
 
     if record is not None and (method or split):
         raise BenchError("give --record PATH or --method and --split, not both")
@@ -69,7 +69,7 @@ def report(
 def _embeddings(chosen: Record, folder: Path, dataset: str | None, max_images: int, device: str) -> None:
     """The embedding figure of ``chosen``, or a note saying why it is skipped."""
     from ..records import read_predictions
-    from ..report_embeddings import embeddable, embedding_figure_of
+    from ..report.embeddings import embeddable, embedding_figure_of
 
     cls, why = embeddable(chosen.method)
     if cls is None:

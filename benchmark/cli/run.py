@@ -15,7 +15,7 @@ from ..sealed.limits import DEFAULT_TIME_LIMIT_S
 from .common import handle_errors
 
 if TYPE_CHECKING:  # the protocol imports torch; load it only when a command runs
-    from ..protocol import RunOutcome
+    from ..protocol.loop import RunOutcome
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
@@ -87,8 +87,8 @@ def run(
     Each run's method executes in a sealed worker process that sees only the fold's training and
     validation labels (docs/sealed.md).
     """
-    from ..presets import get_preset
-    from ..protocol import DEFAULT_SEEDS, parse_overrides, resolve_device, run_protocol
+    from ..protocol.presets import get_preset
+    from ..protocol.loop import DEFAULT_SEEDS, parse_overrides, resolve_device, run_protocol
 
     if preset is not None:
         get_preset(preset)  # unknown names list the valid ones

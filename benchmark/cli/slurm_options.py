@@ -2,7 +2,7 @@
 
 :func:`slurm_option_types` gives the typer option types of a command whose units are called ``noun``
 (``unit``, ``plate``); :func:`slurm_settings` turns the values into a
-:class:`~benchmark.sweep.slurm_config.SlurmConfig` and refuses them without ``--executor slurm``.
+:class:`~benchmark.slurm.config.SlurmConfig` and refuses them without ``--executor slurm``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import typer
 from ..errors import BenchError
 
 if TYPE_CHECKING:
-    from ..sweep.slurm_config import SlurmConfig
+    from ..slurm.config import SlurmConfig
 
 SLURM_PANEL = "SLURM (--executor slurm)"
 
@@ -62,6 +62,6 @@ def slurm_settings(executor: str | None, config_file: Path | None, wait: bool, *
             raise BenchError(f"the SLURM options ({', '.join(given) or 'no_wait'}) apply to --executor slurm only; "
                              "drop them or add --executor slurm")
         return None
-    from ..sweep.slurm_config import slurm_config
+    from ..slurm.config import slurm_config
 
     return slurm_config(config_file, **options)

@@ -124,10 +124,10 @@ def sweep(
     Units with an ok record of the same config and data are skipped; ERM of a fold and seed runs before the
     methods that load its cached model. Exit code 1 when any unit failed.
     """
-    from ..protocol import parse_overrides
+    from ..protocol.loop import parse_overrides
     from ..sweep.grid import DEFAULT_METHODS, DEFAULT_SPLITS, RunSettings
     from ..sweep.plan import make_plan
-    from ..sweep.runner import check_executor, run_sweep
+    from ..sweep.dispatch import check_executor, run_sweep
 
     slurm = slurm_settings(executor, slurm_config, wait, partition=partition, time_min=slurm_time,
                            gpus_per_node=gpus, cpus_per_task=cpus, mem_gb=mem_gb,

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import BenchError
 from ..records import DEFAULT_RESULTS
-from ..verify import (DEFAULT_TOLERANCE, Verification, environment_differences, fit_seconds, load_verifiable,
+from ..protocol.verify import (DEFAULT_TOLERANCE, Verification, environment_differences, fit_seconds, load_verifiable,
                       sample_records, verify_records)
 from .common import handle_errors
 

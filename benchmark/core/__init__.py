@@ -1,9 +1,7 @@
-"""Shared building blocks that methods compose. Each module has one job.
+"""Shared building blocks that methods compose, in four packages whose imports only point down the list.
 
-The BN methods' axes: ``sampler`` (which images form a training mini-batch),
-``bn_policies`` (where BN statistics come from in training, validation and test),
-``tta`` (parameters that change on a target plate), ``training`` (the loop and its
-loss), tied together by ``recipe``; with ``loader``, ``validation``, ``network``,
-``features``, ``bn``, ``preprocess``, ``backbones``, ``accel``. Domain adaptation:
-``coral`` (the CORAL penalty), ``gradient_reversal`` (DANN), ``context`` (ARM-CML's context
-network and per-chunk prediction). Profile-level: ``tvn``, encoders and their backends."""
+``training`` (bottom): the loop and its loss, loader, sampler, preprocessing, backbones, BN statistics,
+DDP, accelerator settings and the model cache. ``recipe``: the BN-method taxonomy, a recipe's axes
+(training batches, training BN, loss, validation and test BN), TTA, context networks, CORAL and gradient
+reversal. ``encoders``: pretrained and self-supervised image encoders behind one loader. ``profiles``
+(top): features to well profiles, profile corrections, TVN, intensity statistics, correction metrics."""

@@ -7,10 +7,10 @@ process with its own time box, so that a crash, a hang or an out-of-memory error
    read and decoded, in this process and through a DataLoader with worker processes, from a cold page cache
    (evicted with ``posix_fadvise``) and a warm one;
 2. ``resnet50`` — ResNet-50 training steps (Adam, cross-entropy, ``loss.item()`` every step as in
-   :func:`benchmark.core.training.train_model`) at 256 px, batch 64, bf16 autocast + channels-last, with cuDNN
+   :func:`benchmark.core.training.loop.train_model`) at 256 px, batch 64, bf16 autocast + channels-last, with cuDNN
    deterministic (the project's setting) and with ``cudnn.benchmark``, and float32 for comparison;
 3. ``data_wait`` — the share of each training step spent waiting for data with the real loader
-   (:func:`benchmark.core.loader.epochs`, :func:`~benchmark.core.training.train_model`) on a packed store of
+   (:func:`benchmark.core.training.loader.epochs`, :func:`~benchmark.core.training.loop.train_model`) on a packed store of
    512 px images cropped to 256 px, as a prepared JUMP store holds them;
 4. ``paper`` — ``bench run --preset paper --set max_epochs=2`` of ERM, CS-ARM-BN, BEN and ARM-BN on fold 0 of a small
    simulated dataset of 256 px images (``synth``, generated at the start, in parallel with stages 1-3);
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from . import processes
 from .memory import CardMemory
-from .report import render_report
+from .summary import render_report
 from .sizes import MODES, Sizes
 from .stages import ORDER, STAGES, StageResult
 

@@ -85,7 +85,7 @@ def stage_loader(sizes: Sizes, work: Path, **_: Any) -> dict[str, Any]:
     import numpy as np
     import tifffile
 
-    from ..core.accel import loader_workers
+    from ..core.training.accel import loader_workers
 
     sites = max(1, sizes.loader_images // (64 * 4))  # 4 plates of 64 wells when there are enough images
     data = write_check_dataset(work / "loader_store", max(1, sizes.loader_images // (64 * sites)), sites,

@@ -17,7 +17,7 @@ def _train_rate(model: Any, x: Any, y: Any, steps: int, warmup: int, sync: Calla
     """Images/s of ``steps`` Adam steps after ``warmup`` ones, each as train_model runs it (loss.item() every step)."""
     import torch
 
-    from ..core.training import Step, cross_entropy_loss
+    from ..core.training.loop import Step, cross_entropy_loss
 
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
@@ -38,8 +38,8 @@ def stage_resnet50(sizes: Sizes, work: Path, **_: Any) -> dict[str, Any]:
     """Training images/s of the backbone: bf16 autocast + channels-last (cuDNN deterministic, cuDNN benchmark), fp32."""
     import torch
 
-    from ..core.accel import Autocast
-    from ..core.backbones import create_backbone, n_parameters
+    from ..core.training.accel import Autocast
+    from ..core.training.backbones import create_backbone, n_parameters
 
     device = sizes.device
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -76,12 +76,12 @@ def stage_data_wait(sizes: Sizes, work: Path, **_: Any) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from ..core.accel import accelerate, loader_workers
-    from ..core.backbones import create_backbone
-    from ..core.loader import epochs
-    from ..core.preprocess import Preprocessor, channel_stats
-    from ..core.sampler import MixedBatches
-    from ..core.training import TrainSettings, train_model
+    from ..core.training.accel import accelerate, loader_workers
+    from ..core.training.backbones import create_backbone
+    from ..core.training.loader import epochs
+    from ..core.training.preprocess import Preprocessor, channel_stats
+    from ..core.training.sampler import MixedBatches
+    from ..core.training.loop import TrainSettings, train_model
 
     device = sizes.device
     data = write_check_dataset(work / "wait_store", sizes.wait_plates, sizes.wait_sites, sizes.wait_stored_px)
@@ -117,5 +117,5 @@ def stage_data_wait(sizes: Sizes, work: Path, **_: Any) -> dict[str, Any]:
                          "random crop": sizes.wait_crop, "batch": f"{sizes.wait_batch} mixed (ERM)",
                          "treated images": n_treated, "epochs": sizes.wait_epochs,
                          "device": device, "bf16 autocast": device == "cuda", "pinned memory": device == "cuda",
-                         "DataLoader": "rebuilt every epoch, prefetch 4 (core/loader.py)"},
+                         "DataLoader": "rebuilt every epoch, prefetch 4 (core/training/loader.py)"},
             "table": table, "memory": torch_memory(device)}

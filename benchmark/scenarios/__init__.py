@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from ..datasets.dataset import Dataset
 from ..errors import BenchError, UnknownNameError
-from ..orders import DEFAULT_ORDER_SCHEME
+from ..protocol.orders import DEFAULT_ORDER_SCHEME
 from .base import Drawn, PlateCase, Scenario, case_rng
 from .controls import Controls
 from .label_shift import LabelShift

@@ -7,7 +7,7 @@ the evaluator hands each case to the method as an ordinary plate view, scores th
 predictions with the labels it keeps, and writes one block per level into the run's record.
 
 Every random choice of a scenario is drawn from :meth:`Drawn.case_rng`
-(:func:`benchmark.orders.case_rng` under the scenario's ``order_scheme``), keyed by the
+(:func:`benchmark.protocol.orders.case_rng` under the scenario's ``order_scheme``), keyed by the
 dataset's order key (``keyed-v1``: which the sealed worker cannot compute), the scenario, the
 level and the plate name only: every method, seed and fold sees the same cut of the same plate.
 """
@@ -21,8 +21,8 @@ import numpy as np
 
 from ..datasets.dataset import Dataset
 from ..methods.base import AccessLevel
-from ..orders import DEFAULT_ORDER_SCHEME, check_scheme, public_case_rng
-from ..orders import case_rng as keyed_case_rng
+from ..protocol.orders import DEFAULT_ORDER_SCHEME, check_scheme, public_case_rng
+from ..protocol.orders import case_rng as keyed_case_rng
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Drawn:
         self.order_scheme = check_scheme(order_scheme)
 
     def case_rng(self, dataset: Dataset, level: str, plate: str) -> np.random.Generator:
-        """The generator of this scenario's cut of ``plate`` at ``level`` (:func:`benchmark.orders.case_rng`)."""
+        """The generator of this scenario's cut of ``plate`` at ``level`` (:func:`benchmark.protocol.orders.case_rng`)."""
         return keyed_case_rng(dataset, self.name, level, plate, self.order_scheme)
 
 

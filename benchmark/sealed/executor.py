@@ -2,13 +2,13 @@
 
 Workers are forked by the zygote in its sandbox (:mod:`benchmark.sealed.zygote`), so a worker starts in tens of
 milliseconds instead of the seconds of importing torch and timm. :class:`SealedHost` drives one worker the way
-:class:`benchmark.evaluation.LocalHost` drives a method in this process, over a
+:class:`benchmark.protocol.evaluation.LocalHost` drives a method in this process, over a
 :class:`~benchmark.sealed.channel.Channel` that carries JSON headers and raw arrays and never executes anything.
 Every read has a deadline (the run's time limit), every reply is checked against what was asked — its kind, its
 fields' types, the shape of its probabilities against the plate's image count, before anything is allocated —
 and whatever the worker does, only its own run fails:
 
-- the method raises: :class:`~benchmark.method_calls.StageError` with its stage, plate, message and traceback;
+- the method raises: :class:`~benchmark.protocol.method_calls.StageError` with its stage, plate, message and traceback;
 - the audit hook refused something: :class:`SealViolation` saying what was tried;
 - the worker crashed, was killed, ran past the time limit, sent a malformed or unexpected reply, or left a frame
   half-written: :class:`WorkerFailure` saying so; the worker and everything it started are killed.
@@ -30,7 +30,7 @@ import numpy as np
 from ..constants import N_CLASSES
 from ..datasets.dataset import PlateView
 from ..errors import BenchError, LeakageError, MethodError
-from ..method_calls import RemoteError, StageError
+from ..protocol.method_calls import RemoteError, StageError
 from . import outbox
 from .audit import VIOLATION_EXIT, Policy, read_violation
 from .channel import ArraySpec, Channel, ChannelClosed, ChannelError, ChannelTimeout, Message
@@ -167,7 +167,7 @@ class SealedHost:
                                  [np.asarray(full.treated[:]), np.asarray(full.controls[:])],
                                  "adapt/predict", full.plate, ("probs",), _probabilities_check(n))
         if "unconvertible" in message.fields:
-            from ..method_calls import not_probabilities
+            from ..protocol.method_calls import not_probabilities
 
             raise not_probabilities(self.name, full.plate, str(message.fields["unconvertible"])[:100])
         if len(message.arrays) != 1:
@@ -346,7 +346,7 @@ class SealedHost:
 
 MAX_VALUES_PER_IMAGE = 64 * N_CLASSES
 """Most values a ``probs`` reply may declare per treated image; its exact shape is then checked like an in-process
-method's output (:func:`benchmark.method_calls.check_probabilities`), with the same messages."""
+method's output (:func:`benchmark.protocol.method_calls.check_probabilities`), with the same messages."""
 
 
 def _probabilities_check(n_images: int) -> Any:

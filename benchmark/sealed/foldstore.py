@@ -84,7 +84,7 @@ def sealed_path(dataset: Dataset, fold: Fold, split_seed: int, cache: Path | Non
 
 
 def models_path(sealed_folder: Path | str) -> Path | None:
-    """The fold's source-model folder (:mod:`benchmark.core.source_cache`) beside its sealed store:
+    """The fold's source-model folder (:mod:`benchmark.core.training.model_cache`) beside its sealed store:
     ``<cache>/sealed/<rest>`` -> ``<cache>/models/<rest>``; None for a folder outside a ``sealed`` tree.
 
     It holds only models trained on this fold's training data; a worker may read and write it and no other

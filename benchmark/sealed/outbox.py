@@ -1,8 +1,8 @@
 """Cache files a built-in method writes in its worker, carried to the evaluator, which alone stores them.
 
 A sealed worker cannot write the platebench cache (it is read-only in the sandbox, and outside its Landlock
-allowlist). A built-in method still keeps its fold's models (:mod:`benchmark.core.source_cache`), embeddings
-(:mod:`benchmark.core.profile_cache`) and correction scores (:mod:`benchmark.correction_metrics_cache`) there,
+allowlist). A built-in method still keeps its fold's models (:mod:`benchmark.core.training.model_cache`), embeddings
+(:mod:`benchmark.core.profiles.embedding_cache`) and correction scores (:mod:`benchmark.core.profiles.metrics_cache`) there,
 through a folder in its scratch:
 
 - :func:`prepare` (worker) makes ``<scratch>/models`` with a symbolic link to every file of the fold's models

@@ -21,7 +21,7 @@ HEAVY = ("numpy", "polars", "pyarrow", "torch", "timm", "sklearn", "scipy",
          # the profiles extra (absent without it): inmoose's import runs `uname -p` and ctypes look-ups a sealed
          # worker refuses, and the four take ~4 s to import, paid here once instead of in every worker
          "inmoose.pycombat", "harmonypy", "pycytominer.operations.transform", "copairs.map", "copairs.matching")
-HARNESS = ("benchmark.sealed.worker", "benchmark.evaluation", "benchmark.registry", "benchmark.core")
+HARNESS = ("benchmark.sealed.worker", "benchmark.protocol.evaluation", "benchmark.registry", "benchmark.core")
 
 
 def _builtin_methods() -> list[str]:
@@ -36,7 +36,7 @@ def warm_torch() -> None:
     import torch
     import torch.nn.functional as F
 
-    from ..core.backbones import create_backbone
+    from ..core.training.backbones import create_backbone
 
     threads, state = torch.get_num_threads(), torch.get_rng_state()
     torch.set_num_threads(1)

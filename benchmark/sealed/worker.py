@@ -20,7 +20,7 @@ pickle): ``fit`` (seed and, for a transductive method, the target plates' pixels
 treated images and controls: ``adapt`` on the view cut to the method's access level, then ``predict``),
 ``stop`` (the fit report, JSON values only). It never sees a target label, a well or an image id.
 
-``fit`` of a built-in method runs inside :func:`benchmark.core.source_cache.fold_scope` with the fold's identity
+``fit`` of a built-in method runs inside :func:`benchmark.core.training.model_cache.fold_scope` with the fold's identity
 and a *models folder in its scratch*: links to the fold's cached models (read-only) plus whatever the method
 writes. At ``stop`` the files it wrote travel back to the evaluator, which checks and stores them
 (:mod:`benchmark.sealed.outbox`): only the evaluator writes the cache. A plugin gets no models folder.
@@ -44,7 +44,7 @@ import numpy as np
 from ..datasets.dataset import LabelledImages, PlateView
 from ..datasets.store import ArrayImages
 from ..errors import BenchError, UnknownNameError
-from ..core.source_cache import FoldIdentity, fold_scope
+from ..core.training.model_cache import FoldIdentity, fold_scope
 from . import audit, landlock, outbox
 from .audit import Policy
 from .channel import Channel, ChannelError, plain_json
@@ -273,7 +273,7 @@ class _Session:
                    for i, p in enumerate(names)]
         train = LabelledImages(self.dataset, self.train_rows, targets)
         val = LabelledImages(self.dataset, self.val_rows)
-        with fold_scope(self.fold):  # the source-model cache's folder and key (benchmark.core.source_cache)
+        with fold_scope(self.fold):  # the source-model cache's folder and key (benchmark.core.training.model_cache)
             self._call("fit", None, lambda: self.model.fit(train, val, int(fields["seed"])))
         return "fitted", {}, []
 

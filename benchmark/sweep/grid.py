@@ -2,7 +2,7 @@
 
 A :class:`Unit` is one (method, split, fold, seed) together with the settings every unit of a
 sweep shares (:class:`RunSettings`); :meth:`Unit.run_kwargs` are the keyword arguments of
-:func:`benchmark.protocol.run_protocol` for that single run, extra run keywords
+:func:`benchmark.protocol.loop.run_protocol` for that single run, extra run keywords
 (``RunSettings.run_options``) passed through untouched. The grid itself is plain data: which
 units there are, the record path each one writes, and which units must wait for another
 (:func:`prerequisites`). Which units are already finished and in which order the rest runs is
@@ -86,7 +86,7 @@ class Unit:
         return f"{self.method}-{self.split}-fold{self.fold}-seed{self.seed}"
 
     def run_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`benchmark.protocol.run_protocol` for exactly this run."""
+        """Keyword arguments of :func:`benchmark.protocol.loop.run_protocol` for exactly this run."""
         s = self.settings
         return {"method": self.method, "split": self.split, "dataset": s.dataset, "folds": [self.fold],
                 "seeds": [self.seed], "split_seed": s.split_seed, "device": s.device, "results_dir": s.results_dir,
@@ -107,7 +107,7 @@ def prerequisites(units: Sequence[Unit], starts_from: Mapping[str, object]) -> d
 
     Methods with the same ``starts_from`` (the config class of a model they all train exactly alike:
     ERM, AdaBN, TENT, DeYO, ROID) share one cached source model per (split, fold, seed)
-    (:mod:`benchmark.core.source_cache`). The first of them in ``units`` (``erm`` in the default
+    (:mod:`benchmark.core.training.model_cache`). The first of them in ``units`` (``erm`` in the default
     order) trains and caches it; the others of that (split, fold, seed) run after it and load it,
     instead of training the same model at the same time. ``starts_from`` maps a method to its
     ``starts_from`` (None or absent: no shared model).

@@ -47,7 +47,7 @@ class Plan:
 
 def check_run_options(options: Mapping[str, Any]) -> None:
     """Every extra run keyword must be a keyword of ``run_protocol`` that the sweep does not set itself."""
-    from ..protocol import run_protocol
+    from ..protocol.loop import run_protocol
 
     accepted = set(inspect.signature(run_protocol).parameters) - SET_BY_SWEEP
     for key in options:
@@ -63,8 +63,8 @@ def make_plan(methods: Sequence[str], splits: Sequence[str], folds: Sequence[int
     """Check the sweep's names and options, build its grid and sort it into finished and to-do units."""
     from ..datasets import load_dataset
     from ..method_info import method_info
-    from ..presets import get_preset
-    from ..protocol import record_is_current, select_folds
+    from ..protocol.presets import get_preset
+    from ..protocol.loop import record_is_current, select_folds
     from ..records import FULL, QUICK, record_path
     from ..registry import method_entry
     from ..scenarios import parse_scenarios

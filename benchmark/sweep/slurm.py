@@ -34,7 +34,7 @@ from ..errors import BenchError
 from .grid import Unit
 from .plan import Plan
 from .progress import SweepProgress
-from .slurm_config import SlurmConfig
+from ..slurm.config import SlurmConfig
 from .unit import UnitResult, run_unit
 
 ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",

@@ -1,5 +1,5 @@
 """Run one unit wherever it lands (a local worker process, this process, a SLURM job): one sealed run
-through :func:`benchmark.protocol.run_protocol`, which writes (or skips) its record.
+through :func:`benchmark.protocol.loop.run_protocol`, which writes (or skips) its record.
 
 :func:`run_unit` never raises for what the protocol reports as a user error: a :class:`BenchError`
 becomes a ``failed`` :class:`UnitResult` with its message. A method's own failure is a failed record,
@@ -42,7 +42,7 @@ def run_unit(unit: Unit, log: Callable[[str], None] | None = None, verbose: bool
     try:
         if unit.module:
             importlib.import_module(unit.module)  # registers a method this process has not imported yet
-        from ..protocol import run_protocol
+        from ..protocol.loop import run_protocol
 
         outcomes = run_protocol(**unit.run_kwargs(), log=log, verbose=verbose)
     except BenchError as exc:

@@ -61,7 +61,7 @@ import importlib
 
 import pytest
 
-from benchmark.conformance import CHECKS, assert_check
+from benchmark.conformance.checks import CHECKS, assert_check
 from benchmark.registry import available_methods
 
 if "{name}" not in available_methods():

@@ -6,7 +6,7 @@ This module imports :mod:`benchmark.sweep` (whose plan opens datasets), so nothi
 ``benchmark.datasets`` imports it: the command line (or a script) does.
 
 The executor names, their check and the SLURM settings are the sweep's
-(:mod:`benchmark.sweep.runner`, :mod:`benchmark.sweep.slurm_config`). ``local`` runs the
+(:mod:`benchmark.sweep.dispatch`, :mod:`benchmark.slurm.config`). ``local`` runs the
 units in up to ``jobs`` worker processes started with ``spawn``; a worker that dies (killed,
 out of memory) fails the plates it had not finished, which the next run redoes. ``debug``
 runs them one after the other in this process (breakpoints work). ``slurm`` submits one
@@ -26,8 +26,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from ...sweep.runner import check_executor
-from ...sweep.slurm_config import SlurmConfig, require_submitit
+from ...sweep.dispatch import check_executor
+from ...slurm.config import SlurmConfig, require_submitit
 from .units import FAILED, PlateOutcome, PlateUnit, run_plate_unit
 
 OnOutcome = Callable[[PlateOutcome], None]

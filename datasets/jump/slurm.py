@@ -25,7 +25,7 @@ from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from ...sweep.slurm import RetriesExhausted, attach, failure_reason, folder_of, make_executor, write_jobs
-from ...sweep.slurm_config import SlurmConfig
+from ...slurm.config import SlurmConfig
 from .units import FAILED, PlateOutcome, PlateUnit, run_plate_unit
 
 COMMAND = "bench data prepare jump"

@@ -14,9 +14,9 @@ import pytest
 import tifffile
 import torch
 
-from benchmark.core.loader import batch_targets, training_steps
-from benchmark.core.preprocess import Preprocessor, channel_stats, random_crop_flip
-from benchmark.core.sampler import plate_batches
+from benchmark.core.training.loader import batch_targets, training_steps
+from benchmark.core.training.preprocess import Preprocessor, channel_stats, random_crop_flip
+from benchmark.core.training.sampler import plate_batches
 
 from ._bench_data import plates_of, subset
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmark.datasets.dataset import PlateView
-from benchmark.protocol import resolve_config
+from benchmark.protocol.loop import resolve_config
 from benchmark.registry import available_methods
 
 from ._bench_data import plates_of, subset

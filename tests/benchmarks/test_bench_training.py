@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.core.backbones import create_backbone
+from benchmark.core.training.backbones import create_backbone
 
 MODELS = {"resnet_micro": dict(batch=64, side=40, steps=5, rounds=3),   # CS-ARM-BN default: 32 treated + 32 DMSO
           "resnet50": dict(batch=2, side=256, steps=1, rounds=2)}       # reference model and crop, tiny batch

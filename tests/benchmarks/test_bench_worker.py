@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from benchmark.datasets.dataset import PlateView
-from benchmark.evaluation import LocalHost, fit_and_evaluate
+from benchmark.protocol.evaluation import LocalHost, fit_and_evaluate
 from benchmark.method_info import info_of
-from benchmark.protocol import resolve_config
+from benchmark.protocol.loop import resolve_config
 from benchmark.registry import get_method
 from benchmark.sealed.runs import SealedRuns
 from benchmark.splits import make_folds

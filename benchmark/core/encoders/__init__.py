@@ -1,0 +1,1 @@
+"""Pretrained and self-supervised image encoders behind one loading interface."""

@@ -1,0 +1,141 @@
+"""Frozen featurisers of the profile methods: an encoder (any ``fm_tvn`` encoder spec) or ERM's penultimate layer.
+
+A featuriser turns uint8 images ``(n, 5, H, W)`` into float32 embeddings ``(n, dim)`` and
+says what identifies it (:meth:`Featuriser.cache_key`, the key of its embeddings in
+:class:`~benchmark.core.profiles.embedding_cache.EmbeddingCache`). Specs (the profile methods'
+``featuriser`` option):
+
+``<backend>`` or ``<backend>:<argument>``
+    A frozen pretrained encoder of :func:`benchmark.core.encoders.loading.load_encoder`: the shipped
+    self-supervised ``platebench-ssl``, or ``timm:<dir>``, ``hf:<dir>``, ``openphenom:<dir>``.
+``erm``
+    The input of the classifier head (global-average-pooled features) of the fold's ERM model
+    with ERM's default config, trained in ``fit`` with ``fit``'s seed, or loaded from the
+    source-model cache (:mod:`benchmark.core.training.model_cache`) when the fold's model of that
+    seed was trained before. Unlike an encoder it depends on the fold and the seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from ...datasets.dataset import LabelledImages
+from ...errors import MethodError
+from ..encoders.loading import load_encoder
+from ..recipe.features import classifier_head
+
+ERM_SPEC = "erm"
+_CODE = ("benchmark.core.encoders.loading", "benchmark.core.encoders.backends", "benchmark.core.encoders.module",
+         "benchmark.core.encoders.ssl", "benchmark.core.training.preprocess", "benchmark.core.training.backbones",
+         "benchmark.core.profiles.featurisers")
+"""The modules whose source shapes an embedding (part of every cache key)."""
+
+
+class Featuriser(Protocol):
+    """What the profile pipeline needs of a frozen featuriser."""
+
+    name: str
+    dim: int
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """Embeddings ``(n, dim)`` float32 of uint8 images ``(n, C, H, W)``."""
+        ...
+
+    def cache_key(self) -> dict[str, Any] | None:
+        """What identifies its embeddings (None: it cannot be told apart from another one; nothing is cached)."""
+        ...
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 of the source of the modules that shape an embedding, with the versions of torch and numpy."""
+    h = hashlib.sha256(f"torch {torch.__version__} numpy {np.__version__}".encode())
+    for name in _CODE:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"cannot find the source of {name} for the embedding cache's key")
+        h.update(name.encode() + b"\0" + Path(spec.origin).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """SHA-256 over a module's parameter and buffer names, shapes, dtypes and values."""
+    sha = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        sha.update(f"{key}|{tuple(value.shape)}|{value.dtype}|".encode())
+        sha.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return sha.hexdigest()
+
+
+class EncoderFeaturiser:
+    """A frozen pretrained encoder (:func:`~benchmark.core.encoders.loading.load_encoder`) as a featuriser."""
+
+    def __init__(self, spec: str, device: str = "cpu", batch_size: int = 256):
+        self.encoder = load_encoder(spec, device)
+        self.name, self.dim, self.device, self.batch_size = self.encoder.name, int(self.encoder.dim), device, batch_size
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        return self.encoder.embed(np.asarray(images), self.batch_size)
+
+    def cache_key(self) -> dict[str, Any] | None:
+        weights = getattr(self.encoder, "weights_digest", None)
+        if weights is None:
+            return None
+        return {"featuriser": self.name, "weights_sha256": weights, "code": code_digest(), "device": self.device}
+
+
+class ERMFeaturiser:
+    """The classifier head's input of a fitted ERM model (``erm``), each image on its own (BN running statistics)."""
+
+    def __init__(self, erm: Any, batch_size: int = 256):
+        self.erm, self.batch_size = erm, batch_size
+        self.net = erm.net
+        self.name = ERM_SPEC
+        self.dim = int(classifier_head(self.net.model).in_features)
+
+    @functools.cached_property
+    def weights_digest(self) -> str:
+        return state_digest(self.net.model)
+
+    @torch.no_grad()
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        head = classifier_head(self.net.model)
+        seen: list[torch.Tensor] = []
+        handle = head.register_forward_pre_hook(lambda layer, args: seen.append(args[0]))
+        self.net.model.eval()
+        try:
+            for start in range(0, len(images), self.batch_size):
+                seen.clear()
+                self.net.model(self.net.tensor(images[start:start + self.batch_size]))
+                out[start:start + len(seen[0])] = seen[0].float().cpu().numpy()
+        finally:
+            handle.remove()
+        return out
+
+    def cache_key(self) -> dict[str, Any] | None:
+        return {"featuriser": self.name, "weights_sha256": self.weights_digest, "code": code_digest(),
+                "device": str(self.erm.device)}
+
+
+def load_featuriser(spec: str, device: str, train: LabelledImages, val: LabelledImages, seed: int,
+                    batch_size: int = 256, verbose: bool = False) -> Featuriser:
+    """The featuriser named by ``spec`` (see the module docstring); ``erm`` fits (or loads) the fold's ERM model."""
+    if spec != ERM_SPEC:
+        return EncoderFeaturiser(spec, device, batch_size)
+    from ...methods.erm import ERM  # imported here: ERM's module loads the whole training stack
+
+    erm = ERM(device=device, verbose=verbose)
+    if len(train.treated_ids()) == 0:
+        raise MethodError("featuriser 'erm' needs labelled treated training images to train ERM on")
+    erm.fit(train, val, seed)
+    return ERMFeaturiser(erm, batch_size)

@@ -1,0 +1,304 @@
+"""The one training loop: Adam (constant or one-cycle learning rate), gradient accumulation,
+validation-based early stopping.
+
+A method plugs in (a) how an epoch's mini-batches are formed (:func:`benchmark.core.training.loader.epochs`
+turns a batch composition into the epoch function), (b) how the validation loss is
+computed (:class:`benchmark.core.recipe.validation.ValidationSet`) and, optionally, (c) the
+training loss of a step: :func:`cross_entropy_loss` by default; a loss with extra terms
+on features or domains (Deep CORAL, DANN) is any ``(model, step) -> loss`` callable,
+and parameters of its own (a domain head with its own learning rate) join the optimiser
+through ``params``. Targets of ``-1`` (DMSO context images) take part in the forward
+pass — and so in BN batch statistics — but not in the class loss.
+
+Data-parallel (several processes, :mod:`benchmark.core.training.distributed`): every rank passes its share of the
+epoch's batches (a :class:`SizedEpoch` whose length is the longest share, which every rank steps through;
+a shorter share idles in its last step); gradients are averaged over the ranks before every optimiser step,
+so all ranks take the same steps; BN running statistics become one process's after every epoch
+(:class:`~benchmark.core.training.distributed.RunningStatsSync`); rank 0 alone computes the validation loss and every
+rank follows its early-stopping decisions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sized
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...constants import DMSO_LABEL
+from ...errors import MethodError
+from .distributed import RunningStatsSync, World
+
+SELECTION_RULE = "min val loss (training-domain val batches)"
+
+
+class Step(NamedTuple):
+    """One mini-batch. An epoch may also yield plain ``(inputs, targets)`` pairs."""
+
+    inputs: torch.Tensor                 # (N, C, h, w) network input
+    targets: torch.Tensor                # (N,) class index; -1 = DMSO context, not in the class loss
+    domains: torch.Tensor | None = None  # (N,) domain (training plate) index of every row, or None
+
+
+TrainingLoss = Callable[[torch.nn.Module, Step], torch.Tensor]
+"""``(model, step) -> scalar loss``: runs the forward pass of one step and scores it."""
+
+
+class LossWithParameters(Protocol):
+    """A training loss with parameters of its own (DANN's domain head), built once the model is.
+
+    ``build(model, n_domains)`` returns the :data:`TrainingLoss` and the Adam parameter
+    groups of those parameters (each may set its own ``lr``); ``n_domains`` counts the
+    domain ids the steps carry (:func:`benchmark.core.training.loader.n_domains`).
+    """
+
+    def build(self, model: torch.nn.Module, n_domains: int) -> tuple[TrainingLoss, list[dict[str, Any]]]:
+        ...
+
+
+def bind_loss(loss: TrainingLoss | LossWithParameters, model: torch.nn.Module, n_domains: int
+              ) -> tuple[TrainingLoss, list[dict[str, Any]]]:
+    """``(training loss, extra parameter groups)`` of a recipe's loss: built if it has parameters, else as is."""
+    if hasattr(loss, "build"):
+        return loss.build(model, n_domains)
+    return loss, []  # type: ignore[return-value]
+
+
+def cross_entropy_loss(model: torch.nn.Module, step: Step) -> torch.Tensor:
+    """Cross-entropy of the labelled rows; DMSO context rows (target -1) only take part in the forward pass."""
+    return F.cross_entropy(model(step.inputs), step.targets, ignore_index=DMSO_LABEL)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings of :func:`train_model`."""
+
+    lr: float = 1e-3           # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay
+    max_epochs: int = 10       # epoch budget
+    patience: int = 3          # epochs without a better validation loss before stopping
+    grad_accum: int = 1        # mini-batches per optimiser step
+    schedule: str = "constant"  # learning rate: "constant", or "onecycle" (warm-up to lr, then cosine to ~0)
+
+    def __post_init__(self) -> None:
+        check_schedule(self.schedule)
+
+
+SCHEDULES = ("constant", "onecycle")
+
+
+def check_schedule(name: str) -> None:
+    """Raise a MethodError naming the valid schedules unless ``name`` is one."""
+    if name not in SCHEDULES:
+        raise MethodError(f"unknown learning-rate schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+WARMUP_FRACTION = 0.25
+"""Share of the one-cycle schedule's steps spent warming up."""
+
+
+class SizedEpoch:
+    """An epoch of steps whose number is known before it starts (the one-cycle schedule needs it)."""
+
+    def __init__(self, steps: Iterable[Step], n_steps: int):
+        self.steps, self.n_steps = steps, n_steps
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return self.n_steps
+
+
+def _one_cycle(optimiser: torch.optim.Optimizer, settings: TrainSettings, epoch: Iterable[Step]
+               ) -> torch.optim.lr_scheduler.OneCycleLR:
+    if not isinstance(epoch, Sized):
+        raise MethodError("the one-cycle schedule needs the number of steps per epoch: return a SizedEpoch "
+                          "from the epoch function")
+    total = settings.max_epochs * max(1, math.ceil(len(epoch) / settings.grad_accum))
+    peaks = [group["lr"] for group in optimiser.param_groups]  # settings.lr unless a group sets its own
+    return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=peaks, total_steps=total,
+                                               pct_start=WARMUP_FRACTION, anneal_strategy="cos")
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch and Python, make cuDNN deterministic, and return a numpy generator for ``seed``."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return np.random.default_rng(seed)
+
+
+def _check_finite(value: float, what: str, epoch: int, step: int | None, lr: float) -> None:
+    if not math.isfinite(value):
+        where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
+        raise MethodError(f"training diverged: {what} is {value} at {where}; lower the learning rate "
+                          f"(lr={lr:g}) or check the input images for NaN/inf")
+
+
+def _optimiser_step(optimiser: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+                    world: World) -> None:
+    world.average_gradients(p for group in optimiser.param_groups for p in group["params"])  # alone: nothing
+    optimiser.step()
+    optimiser.zero_grad(set_to_none=True)
+    if scheduler is not None and scheduler.last_epoch + 1 < scheduler.total_steps:  # type: ignore[attr-defined]
+        scheduler.step()  # an epoch longer than the first keeps the final learning rate
+
+
+def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Generator], Iterable[Step]],
+                val_loss: Callable[[torch.nn.Module], float], settings: TrainSettings, seed: int,
+                progress: Callable[[str], None] | None = None,
+                on_step: Callable[[float, float], None] | None = None,
+                loss: TrainingLoss = cross_entropy_loss,
+                params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]] | None = None,
+                world: World | None = None) -> dict[str, Any]:
+    """Train ``model`` with Adam and early stopping on ``val_loss``; restore the best weights.
+
+    Parameters
+    ----------
+    model : the network (on its device); trained in place.
+    epoch_batches : ``rng -> iterable of Step`` (or ``(inputs, targets)`` pairs), one epoch of mini-batches;
+        data-parallel, this rank's share as a :class:`SizedEpoch` whose length is the longest share.
+    val_loss : ``model -> float``, called under ``torch.no_grad()`` after every epoch (on rank 0 only);
+        the method decides the BN mode (running statistics, or plate-wise contexts).
+    settings : optimisation settings.
+    seed : seeds torch and the batch order.
+    progress : called with one line per epoch (e.g. ``print``), or None; on rank 0 only.
+    on_step : timing hook, called after every mini-batch with ``(data_seconds, step_seconds)``:
+        the wait for the batch (reading, augmenting, copying) and the whole step including that wait.
+    loss : the training loss of one step (default: cross-entropy of the labelled rows).
+    params : what Adam updates (default: ``model.parameters()``); param groups may set their
+        own ``lr``, which is also their peak under the one-cycle schedule. Only ``model``'s
+        weights are restored to the best epoch.
+    world : the processes training together (:mod:`benchmark.core.training.distributed`); default: the initialised
+        default process group, else this process alone.
+
+    Returns
+    -------
+    The training report: epochs run, best epoch, best validation loss, selection rule, optimiser steps, the
+    mean training loss of every epoch (over all ranks' batches), training time, throughput (all ranks), the
+    share of step time spent waiting for data, and the world size and collective backend.
+
+    Raises
+    ------
+    MethodError
+        If a training or validation loss is NaN or infinite (says at which epoch and step), or a data-parallel
+        epoch does not say how many steps every rank takes.
+    """
+    world = World.current() if world is None else world
+    rng = seed_everything(seed)
+    optimiser = torch.optim.Adam(model.parameters() if params is None else params, lr=settings.lr,
+                                 weight_decay=settings.weight_decay)
+    best_loss, best_epoch, best_state = math.inf, 0, None
+    n_images, start, epoch = 0, time.perf_counter(), 0
+    data_seconds = step_seconds = 0.0
+    scheduler = None
+    n_updates, epoch_losses = 0, []
+    running_stats = RunningStatsSync(model, world)  # alone: does nothing
+    for epoch in range(1, settings.max_epochs + 1):
+        model.train()
+        optimiser.zero_grad(set_to_none=True)
+        pending, train_loss, n_steps = 0, 0.0, 0
+        running_stats.start()
+        this_epoch = epoch_batches(rng)
+        if settings.schedule == "onecycle" and scheduler is None:
+            scheduler = _one_cycle(optimiser, settings, this_epoch)
+        batches = _in_lockstep(this_epoch, world)
+        step = 0
+        while True:
+            tick = time.perf_counter()
+            try:
+                item = next(batches)
+            except StopIteration:
+                break
+            step += 1
+            if item is not None:  # None: this rank's share is over, it only joins the step's gradient average
+                batch = Step(*item)
+                waited = time.perf_counter() - tick
+                running_stats.before(world.position(step - 1))
+                step_loss = loss(model, batch)
+                value = step_loss.item()
+                _check_finite(value, "the training loss", epoch, step, settings.lr)
+                (step_loss / settings.grad_accum).backward()
+                running_stats.after()  # after the backward pass, which needs the statistics as the forward left them
+            pending += 1
+            if pending == settings.grad_accum:
+                _optimiser_step(optimiser, scheduler, world)
+                pending, n_updates = 0, n_updates + 1
+            if item is None:
+                continue
+            train_loss += value
+            n_steps += 1
+            n_images += len(batch.inputs)
+            took = time.perf_counter() - tick
+            data_seconds, step_seconds = data_seconds + waited, step_seconds + took
+            if on_step is not None:
+                on_step(waited, took)
+        if pending:
+            _optimiser_step(optimiser, scheduler, world)
+            n_updates += 1
+        total, count = world.sum([train_loss, n_steps])
+        epoch_losses.append(total / max(count, 1))
+        running_stats.finish(int(count))  # BN running statistics: one process's after all ranks' batches
+        model.eval()
+        current = math.nan
+        if world.rank == 0:
+            with torch.no_grad():
+                current = float(val_loss(model))
+        current = world.broadcast(current)  # every rank takes rank 0's decisions
+        _check_finite(current, "the validation loss", epoch, None, settings.lr)
+        improved = current < best_loss
+        if improved:
+            best_loss, best_epoch = current, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if progress is not None and world.rank == 0:
+            progress(f"epoch {epoch:3d}  train loss {epoch_losses[-1]:.4f}  "
+                     f"val loss {current:.4f}{'  *' if improved else ''}")
+        if epoch - best_epoch >= settings.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    seconds = time.perf_counter() - start
+    n_images = int(world.sum([n_images])[0])
+    return {"epochs_run": epoch, "best_epoch": best_epoch, "best_val_loss": best_loss, "schedule": settings.schedule,
+            "selection": SELECTION_RULE, "optimiser_steps": n_updates, "train_loss": epoch_losses,
+            "train_seconds": round(seconds, 3),
+            "images_per_second": round(n_images / seconds, 1) if seconds > 0 else None,
+            "data_wait_fraction": round(data_seconds / step_seconds, 4) if step_seconds > 0 else None,
+            **world.report()}
+
+
+def _in_lockstep(epoch: Iterable[Step], world: World) -> Iterator[Step | tuple | None]:
+    """The epoch's steps; data-parallel, padded with None to the ``len(epoch)`` steps every rank takes."""
+    if world.size == 1:
+        return iter(epoch)
+    if not isinstance(epoch, Sized):
+        raise MethodError(f"data-parallel training on {world.size} processes needs to know how many steps every "
+                          "rank takes: return a SizedEpoch of this rank's share (benchmark.core.training.loader.epochs does)")
+
+    def padded() -> Iterator[Step | tuple | None]:
+        n = 0
+        for item in epoch:
+            n += 1
+            if n > len(epoch):
+                raise MethodError(f"rank {world.rank}'s share of the epoch holds more than the {len(epoch)} steps its "
+                                  "SizedEpoch announced; the ranks would fall out of step")
+            yield item
+        yield from [None] * (len(epoch) - n)
+    return padded()
+
+
+def stderr_progress(prefix: str) -> Callable[[str], None]:
+    """A progress callback printing ``prefix: line`` to stderr."""
+    def report(line: str) -> None:
+        print(f"{prefix}: {line}", file=sys.stderr, flush=True)
+    return report

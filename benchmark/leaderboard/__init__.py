@@ -1,0 +1,1 @@
+"""The leaderboard: checked records aggregated into LEADERBOARD.md, its tables and figures."""

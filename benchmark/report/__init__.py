@@ -1,0 +1,1 @@
+"""Reports: one method's runs, its figures and embeddings, and dataset montages."""

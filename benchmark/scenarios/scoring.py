@@ -1,0 +1,149 @@
+"""Score a fitted method under every level of the requested scenarios (the labels stay here).
+
+Called by :func:`benchmark.protocol.evaluation.evaluate` after the plain evaluation, on the same
+host (the same fitted model, in the same sealed worker). For each level and each target
+plate of the fold, every :class:`~benchmark.scenarios.base.PlateCase` becomes one
+adapt/predict call on an ordinary :class:`PlateView` (treated images shuffled, as in the
+plain evaluation, by :func:`benchmark.protocol.orders.order_rng` under the run's order scheme, which
+also keys the scenarios' cuts); the predictions are scored with :func:`benchmark.metrics.classification_metrics`.
+
+A level's block says its ``status``: ``ok`` (scored), ``plain`` (the level is the plain
+evaluation: its metrics are copied), ``unchanged`` (the scenario changes nothing the
+method receives or is scored on, given its access level: the plain metrics again), or
+``failed`` (the method raised, or declared a ``min_controls`` the level does not give:
+the message is kept and the other levels go on). A sealed worker that dies fails the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..constants import N_CLASSES
+from ..datasets.dataset import Dataset, PlateView
+from ..errors import BenchError
+from ..protocol.method_calls import StageError, check_probabilities
+from ..metrics import classification_metrics
+from ..protocol.orders import DEFAULT_ORDER_SCHEME, check_scheme, order_rng, scenario_purpose
+from ..splits import Fold
+from . import get_scenario
+from .base import PlateCase, Scenario
+from .controls import Controls
+from .label_shift import classes_present
+
+BLOCK_FORMAT = 1
+
+
+def target_plates(dataset: Dataset, fold: Fold) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(treated ids, DMSO ids) of every out-of-domain target plate of ``fold`` (plates sorted, ids sorted)."""
+    rows = dataset.index[np.asarray(fold.target_ids, dtype=np.int64)].sort("image_id")
+    out = {}
+    for (plate,), group in rows.sort("plate").group_by("plate", maintain_order=True):
+        control = group["is_control"].to_numpy()
+        ids = group["image_id"].to_numpy().astype(np.int64)
+        out[plate] = (ids[~control], ids[control])
+    return out
+
+
+def run_scenarios(host: Any, dataset: Dataset, fold: Fold, seed: int, split_seed: int,
+                  names: Sequence[str | Scenario], plain: dict[str, Any], fit_s: float, *,
+                  order_scheme: str = DEFAULT_ORDER_SCHEME) -> dict[str, Any]:
+    """One block per scenario (``{name: {description, levels: {level: block}}}``) for the fitted ``host``.
+
+    ``names`` are registered scenarios or scenario objects (an experiment's own, e.g.
+    ``scripts/label_shift_per_class.py``); ``plain`` is the plain evaluation's out-of-domain
+    metrics (copied into ``plain`` and ``unchanged`` levels); ``fit_s`` the fit's seconds (each
+    level reports its share of it). Every shuffle and cut is drawn under ``order_scheme``
+    (:mod:`benchmark.protocol.orders`); a scenario object drawing under another scheme is refused.
+    """
+    check_scheme(order_scheme)
+    plates = target_plates(dataset, fold)
+    out: dict[str, Any] = {}
+    for name in names:
+        scenario = get_scenario(name, order_scheme) if isinstance(name, str) else name
+        own = getattr(scenario, "order_scheme", order_scheme)
+        if own != order_scheme:
+            raise BenchError(f"scenario '{scenario.name}' draws its cuts under order scheme '{own}' but the run "
+                             f"uses '{order_scheme}'; build it with order_scheme='{order_scheme}'")
+        name = scenario.name
+        levels = {}
+        for level in scenario.levels:
+            levels[level] = _level_block(host, dataset, fold, seed, split_seed, scenario, level, plates, plain, fit_s,
+                                         order_scheme)
+        out[name] = {"format": BLOCK_FORMAT, "description": scenario.description,
+                     "plain_level": scenario.plain_level(dataset), "levels": levels}
+    return out
+
+
+def scenario_block_current(name: str, block: Any) -> bool:
+    """Whether a record's block of scenario ``name`` was made by this code's definition (format and levels)."""
+    try:
+        scenario = get_scenario(name)
+    except KeyError:
+        return False
+    return (isinstance(block, dict) and block.get("format") == BLOCK_FORMAT
+            and tuple(block.get("levels") or ()) == scenario.levels)
+
+
+def _level_block(host: Any, dataset: Dataset, fold: Fold, seed: int, split_seed: int, scenario: Scenario,
+                 level: str, plates: dict[str, tuple[np.ndarray, np.ndarray]], plain: dict[str, Any],
+                 fit_s: float, order_scheme: str) -> dict[str, Any]:
+    head = {"level": level, "what": scenario.describe_level(level)}
+    if scenario.unchanged_for(host.access):
+        return {**head, "status": "unchanged", "metrics": plain,
+                "why": f"access '{host.access}': this scenario changes nothing the method receives"}
+    if level == scenario.plain_level(dataset):
+        return {**head, "status": "plain", "metrics": plain}
+    refusal = _refusal(host, scenario, level)
+    if refusal:
+        return {**head, "status": "failed", "error": refusal}
+    start = time.perf_counter()
+    rng = order_rng(dataset, fold, seed, split_seed, scenario_purpose(scenario.name, level), order_scheme)
+    ids, probs, n_cases, n_controls = [], [], 0, []
+    try:
+        for plate, (treated, controls) in plates.items():
+            for case in scenario.cases(dataset, level, plate, treated, controls):
+                probs.append(_score_case(host, case, rng))
+                ids.append(case.treated_ids)
+                n_cases += 1
+                n_controls.append(len(case.control_ids))
+    except StageError as exc:
+        return {**head, "status": "failed", "error": str(exc), "seconds": round(time.perf_counter() - start, 3)}
+    all_ids = np.concatenate(ids) if ids else np.empty(0, dtype=np.int64)
+    rows = dataset.index[all_ids]
+    metrics = classification_metrics(rows["label"].to_numpy().astype(np.int64),
+                                     np.concatenate(probs) if probs else np.empty((0, N_CLASSES)),
+                                     rows["plate"].to_list())
+    seconds = time.perf_counter() - start
+    return {**head, "status": "ok", "metrics": metrics, "n_calls": n_cases,
+            "controls_per_call": {"min": int(min(n_controls, default=0)), "max": int(max(n_controls, default=0))},
+            "classes_per_plate": classes_present(dataset.index, all_ids),
+            "seconds": round(seconds, 3), "share_of_fit": round(seconds / fit_s, 4) if fit_s > 0 else None}
+
+
+def _refusal(host: Any, scenario: Scenario, level: str) -> str | None:
+    """Why the method cannot take this level (its declared ``min_controls`` above the level's budget)."""
+    if not isinstance(scenario, Controls):
+        return None
+    budget, need = scenario.budget(level), int(getattr(host, "min_controls", 0) or 0)
+    if budget is not None and budget < need:
+        return (f"method '{host.name}' needs at least {need} DMSO images per plate (its min_controls); "
+                f"this level gives {budget}")
+    return None
+
+
+def _score_case(host: Any, case: PlateCase, rng: np.random.Generator) -> np.ndarray:
+    """Hand ``case`` to the method as a plate view (treated shuffled) and return probabilities in id order."""
+    order = rng.permutation(len(case.treated_ids))
+    controls = case.control_ids if host.access.sees_controls else case.control_ids[:0]
+    view = PlateView(case.plate, case.images.image_array(case.treated_ids[order]), case.images.image_array(controls))
+    shuffled = check_probabilities(host.adapt_predict(view), len(order), N_CLASSES, host.name, case.plate)
+    probs = np.empty_like(shuffled)
+    probs[order] = shuffled
+    return probs
+
+
+__all__ = ["BLOCK_FORMAT", "run_scenarios", "scenario_block_current", "target_plates"]
