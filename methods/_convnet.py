@@ -31,7 +31,7 @@ from ..core.training.loader import epochs, n_domains
 from ..core.recipe.network import Network
 from ..core.training.preprocess import Preprocessor, channel_stats, check_crop
 from ..core.recipe.axes import Recipe
-from ..core.training.model_cache import code_version, current_fold, key_digest, source_cache
+from ..core.training.model_cache import training_code_digest, current_fold, key_digest, source_cache
 from ..core.training.loop import TrainSettings, bind_loss, check_schedule, stderr_progress, train_model
 from ..core.recipe.validation import ValidationSet
 from ..datasets.dataset import LabelledImages, PlateView
@@ -138,7 +138,7 @@ class ConvNetMethod(Method):
             return None
         recipe = self.recipe()
         trains_as = self.starts_from or type(self.config)
-        key = {"fold": fold.key(), "seed": int(seed), "device": str(self.device), "code": code_version(),
+        key = {"fold": fold.key(), "seed": int(seed), "device": str(self.device), "code": training_code_digest(),
                "config": {f.name: getattr(self.config, f.name) for f in dataclasses.fields(trains_as)},
                "training": {"batches": repr(recipe.batches), "training_norm": repr(recipe.training_norm),
                             "validation": repr(recipe.validation),

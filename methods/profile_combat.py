@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..core.profiles.corrections import ComBat, Correction, check_batch_key, require
-from ..core.profiles.pipeline import ProfileConfig, ProfileMethod
+from ._profile import ProfileConfig, ProfileMethod
 from ..registry import register_method
 from .base import AccessLevel, MethodConfig
 

@@ -18,7 +18,7 @@ import dataclasses
 
 from ..config_bounds import at_least, positive
 from ..core.profiles.corrections import Correction, Harmony, check_batch_key
-from ..core.profiles.pipeline import ProfileConfig, ProfileMethod
+from ._profile import ProfileConfig, ProfileMethod
 from ..registry import register_method
 from .base import AccessLevel
 

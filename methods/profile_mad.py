@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..core.profiles.corrections import Correction, PlateMAD
-from ..core.profiles.pipeline import ProfileConfig, ProfileMethod
+from ._profile import ProfileConfig, ProfileMethod
 from ..registry import register_method
 from .base import AccessLevel
 

@@ -29,15 +29,11 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 
 def _register_subapps() -> None:
-    """Attach every sub-app module that exists (each adds its commands to ``app``)."""
-    import importlib
+    """Attach every sub-app (each adds its commands to ``app``); a sub-app that fails to import fails ``bench``."""
+    from . import data, leaderboard, methods, report, run, sweep, verify
 
-    for module in ("data", "methods", "run", "leaderboard", "sweep", "verify", "report"):
-        try:
-            importlib.import_module(f"{__name__}.{module}").attach(app)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{module}":
-                raise
+    for module in (data, methods, run, leaderboard, sweep, verify, report):
+        module.attach(app)
 
 
 _register_subapps()

@@ -9,7 +9,7 @@ raw embedding (``method._embed``) and its corrected one (``adapt`` on the plate'
 the method's access level as the evaluator cuts it, then ``method.transform_``).
 
 **Trust.** The re-fit runs unsealed in a process that holds every label, so only built-in
-profile methods (``profile_*``, subclasses of :class:`~benchmark.core.profiles.pipeline.ProfileMethod`
+profile methods (``profile_*``, subclasses of :class:`~benchmark.methods._profile.ProfileMethod`
 registered by platebench itself) are re-fitted; a profile method from a plugin is refused with
 an error (its figure can not be drawn without running untrusted code outside the sealed worker).
 
@@ -33,7 +33,7 @@ from ..errors import BenchError, DataError, MethodError
 from ..records import Record
 
 if TYPE_CHECKING:
-    from ..core.profiles.pipeline import ProfileMethod
+    from ..methods._profile import ProfileMethod
     from ..datasets.dataset import Dataset, PlateView
     from ..splits import Fold
 
@@ -59,7 +59,7 @@ def embeddable(method: str) -> tuple[type[ProfileMethod] | None, str | None]:
     Raises :class:`BenchError` for a profile method registered locally from outside platebench: it is
     never run unsealed. An entry-point plugin is skipped without being imported.
     """
-    from ..core.profiles.pipeline import ProfileMethod
+    from ..methods._profile import ProfileMethod
     from ..registry import BUILTIN, get_method, method_entries
 
     entry = method_entries().get(method)

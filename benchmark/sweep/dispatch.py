@@ -6,22 +6,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..errors import BenchError, UnknownNameError
 from .local import run_debug, run_local
 from .plan import Plan
 from .progress import SweepProgress
 from ..slurm.config import SUBMITIT_REQUIREMENT, SlurmConfig, require_submitit
-
-EXECUTORS = ("local", "debug", "slurm")
-
-
-def check_executor(executor: str, jobs: int) -> None:
-    """An unknown executor lists the valid ones; ``jobs`` must be at least 1."""
-    if executor not in EXECUTORS:
-        raise UnknownNameError("executor", executor, EXECUTORS)
-    if jobs < 1:
-        raise BenchError(f"--jobs must be at least 1, got {jobs}")
-
+from ..slurm.jobs import EXECUTORS, check_executor
 
 def run_sweep(plan: Plan, executor: str = "local", *, jobs: int = 1, logs: Path = Path("logs"),
               slurm: SlurmConfig | None = None, wait: bool = True, fresh: bool = False,

@@ -19,9 +19,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,24 +29,13 @@ import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from ..errors import BenchError
+from ..slurm.config import SlurmConfig
+from ..slurm.jobs import (RUNNING_STATES, RetriesExhausted, attach, failure_reason, folder_of, make_executor,
+                          write_jobs)
 from .grid import Unit
 from .plan import Plan
 from .progress import SweepProgress
-from ..slurm.config import SlurmConfig
 from .unit import UnitResult, run_unit
-
-ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
-                           "PREEMPTED", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "READY"})
-"""SLURM job states of a job that has not ended yet (it may still write its unit's record)."""
-RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"})
-JOBS_FILE = "jobs.json"
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exhausted|Interrupt|Exit)\b: .+")
-
-
-class RetriesExhausted(BenchError):
-    """A unit was preempted or timed out more often than ``max_retries`` allows."""
-
 
 class UnitTask(Checkpointable):
     """What one array task runs: the unit, through :func:`run_unit`; requeued when preempted or out of time.
@@ -73,29 +61,6 @@ class UnitTask(Checkpointable):
         return DelayedSubmission(UnitTask(self.max_retries, self.attempt + 1), unit)
 
 
-def folder_of(config: SlurmConfig, logs: Path) -> Path:
-    """submitit's folder: the configured one, else ``<logs>/slurm``."""
-    return (Path(config.folder) if config.folder else Path(logs) / "slurm").absolute()
-
-
-def make_executor(config: SlurmConfig, folder: Path) -> submitit.SlurmExecutor:
-    """A submitit SLURM executor for ``config`` (an error naming what is missing when this is no SLURM host)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    ignore = folder / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("*\n")  # pickles and logs never belong in a commit
-    try:
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=config.max_retries, python=config.python)
-    except RuntimeError as exc:
-        raise BenchError(f"--executor slurm found no SLURM here ({exc}); run the command on a login node of the "
-                         "cluster, or use --executor local") from None
-    try:
-        executor.update_parameters(**config.executor_parameters())
-    except ValueError as exc:
-        raise BenchError(f"submitit refused the SLURM settings: {str(exc).splitlines()[0]}") from None
-    return executor
-
-
 # -- jobs.json ------------------------------------------------------------------------------------------------
 
 def job_key(unit: Unit) -> str:
@@ -105,43 +70,7 @@ def job_key(unit: Unit) -> str:
     return f"{Path(unit.record).absolute()}#{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 
-def read_jobs(folder: Path) -> dict[str, str]:
-    """:func:`job_key` -> SLURM job id of the units submitted from ``folder`` before (empty when none)."""
-    path = folder / JOBS_FILE
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except ValueError:
-        raise BenchError(f"{path} is not valid JSON; delete it and rerun (a unit whose job still runs is then "
-                         "submitted again; its record is written whole either way)") from None
-    return {str(k): str(v) for k, v in data.items()}
-
-
-def write_jobs(folder: Path, jobs: dict[str, str]) -> None:
-    """Remember which job runs which unit (merged into what ``folder`` already holds)."""
-    from ..records import write_text_atomic
-
-    write_text_atomic(folder / JOBS_FILE, json.dumps({**read_jobs(folder), **jobs}, indent=1, sort_keys=True))
-
-
 # -- submit, attach, follow -------------------------------------------------------------------------------------
-
-def attach(units: Sequence[Unit], folder: Path, key: Callable[[Any], str] | None = None) -> dict[Unit, Any]:
-    """The units whose job from an earlier sweep is still queued or running, with that job (``key``: how
-    ``jobs.json`` names a unit, default :func:`job_key`)."""
-    key = key or job_key
-    known = read_jobs(folder)
-    candidates = {u: submitit.SlurmJob(folder=folder, job_id=known[key(u)]) for u in units if key(u) in known}
-    if not candidates:
-        return {}
-    watcher = submitit.SlurmJob.watcher
-    for job in candidates.values():
-        watcher.register_job(job.job_id)
-    watcher.update()  # one sacct call for all of them
-    return {u: job for u, job in candidates.items()
-            if not job.paths.result_pickle.exists() and watcher.get_state(job.job_id, mode="cache") in ACTIVE_STATES}
-
 
 def submit(plan: Plan, units: Sequence[Unit], config: SlurmConfig, folder: Path,
            running: dict[Unit, Any] | None = None) -> dict[Unit, Any]:
@@ -164,15 +93,6 @@ def submit(plan: Plan, units: Sequence[Unit], config: SlurmConfig, folder: Path,
         jobs.update(zip(later, executor.map_array(task, later)))
     write_jobs(folder, {job_key(u): job.job_id for u, job in jobs.items()})
     return jobs
-
-
-def failure_reason(text: str) -> str:
-    """The line of a submitit error that says why: the job's exception, or that it left no output."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    raised = [line.strip() for line in lines if _EXCEPTION_LINE.match(line)]
-    if raised:
-        return raised[-1]
-    return " ".join(line.strip() for line in lines[:2]) or "no error message"
 
 
 def _result(unit: Unit, job: Any) -> UnitResult:
@@ -215,7 +135,7 @@ def run_slurm(plan: Plan, progress: SweepProgress, config: SlurmConfig, logs: Pa
     the results and the jobs (unit -> submitit job)."""
     submitit.SlurmJob.watcher.clear()
     folder = folder_of(config, logs)
-    attached = attach(plan.todo, folder)
+    attached = attach(plan.todo, folder, job_key)
     fresh = [u for u in plan.todo if u not in attached]
     jobs = {**attached, **(submit(plan, fresh, config, folder, attached) if fresh else {})}
     if attached:
@@ -234,5 +154,4 @@ def run_slurm(plan: Plan, progress: SweepProgress, config: SlurmConfig, logs: Pa
         raise
 
 
-__all__ = ["ACTIVE_STATES", "RetriesExhausted", "UnitTask", "attach", "failure_reason", "folder_of", "follow", "job_key",
-           "make_executor", "read_jobs", "run_slurm", "submit", "write_jobs"]
+__all__ = ["UnitTask", "follow", "job_key", "run_slurm", "submit"]

@@ -2,11 +2,8 @@
 
 :class:`ExecutorOptions` is the :class:`~benchmark.datasets.jump.units.UnitRunner` that
 ``bench data prepare jump --executor`` hands to :func:`~benchmark.datasets.jump.prepare_jump`.
-This module imports :mod:`benchmark.sweep` (whose plan opens datasets), so nothing in
-``benchmark.datasets`` imports it: the command line (or a script) does.
-
-The executor names, their check and the SLURM settings are the sweep's
-(:mod:`benchmark.sweep.dispatch`, :mod:`benchmark.slurm.config`). ``local`` runs the
+The executor names, their check and the SLURM settings are shared with ``bench sweep``
+(:mod:`benchmark.slurm.jobs`, :mod:`benchmark.slurm.config`). ``local`` runs the
 units in up to ``jobs`` worker processes started with ``spawn``; a worker that dies (killed,
 out of memory) fails the plates it had not finished, which the next run redoes. ``debug``
 runs them one after the other in this process (breakpoints work). ``slurm`` submits one
@@ -26,7 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from ...sweep.dispatch import check_executor
+from ...slurm.jobs import check_executor
 from ...slurm.config import SlurmConfig, require_submitit
 from .units import FAILED, PlateOutcome, PlateUnit, run_plate_unit
 

@@ -1,7 +1,7 @@
 """``bench data prepare jump --executor slurm``: one SLURM array task per plate, through submitit.
 
 The sweep's SLURM machinery is reused as it is: its settings (:class:`SlurmConfig`), its
-executor (:func:`~benchmark.sweep.slurm.make_executor`), its ``jobs.json`` (which job
+executor (:func:`~benchmark.slurm.jobs.make_executor`), its ``jobs.json`` (which job
 prepares which plate, so a rerun follows the plates still queued or running instead of
 submitting them twice) and its reading of a failed job's error. Each task runs
 :class:`PlateTask`, a submitit ``Checkpointable``: a preempted or timed-out plate is
@@ -24,7 +24,7 @@ from rich.console import Console
 from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from ...sweep.slurm import RetriesExhausted, attach, failure_reason, folder_of, make_executor, write_jobs
+from ...slurm.jobs import RetriesExhausted, attach, failure_reason, folder_of, make_executor, write_jobs
 from ...slurm.config import SlurmConfig
 from .units import FAILED, PlateOutcome, PlateUnit, run_plate_unit
 

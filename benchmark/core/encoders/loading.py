@@ -18,7 +18,7 @@ _LOADED: dict[tuple[str, str], Encoder] = {}
 
 def _load_builtins() -> None:
     """Import the built-in backend modules (importing registers them)."""
-    from . import backends as encoder_backends, ssl as ssl_encoder  # noqa: F401  (timm, hf, openphenom; platebench-ssl)
+    from . import backends, ssl  # noqa: F401  (timm, hf, openphenom; platebench-ssl)
 
 
 def available_encoder_backends() -> list[str]:

@@ -8,6 +8,7 @@ how it was pretrained. ``bench methods pretrain-encoder`` regenerates them
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -17,7 +18,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ... import methods as _methods_package
 from ...errors import MethodError
 from ..training.backbones import create_backbone
 from .registry import register_encoder_backend
@@ -25,7 +25,16 @@ from .module import ModuleEncoder
 from ..training.preprocess import ChannelStats, normalise
 
 NAME = "platebench-ssl"
-WEIGHTS = Path(_methods_package.__file__).resolve().parent / "weights" / "platebench_ssl.safetensors"
+
+
+def _methods_folder() -> Path:
+    """The built-in methods' folder (found by name, not imported: core never imports methods)."""
+    spec = importlib.util.find_spec("benchmark.methods")
+    assert spec is not None and spec.submodule_search_locations, "benchmark.methods is not installed"
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+WEIGHTS = _methods_folder() / "weights" / "platebench_ssl.safetensors"
 """Where the shipped weights live: ``methods/weights/`` in the repository, ``benchmark/methods/weights/`` installed."""
 
 

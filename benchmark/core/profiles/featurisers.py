@@ -12,7 +12,9 @@ says what identifies it (:meth:`Featuriser.cache_key`, the key of its embeddings
     The input of the classifier head (global-average-pooled features) of the fold's ERM model
     with ERM's default config, trained in ``fit`` with ``fit``'s seed, or loaded from the
     source-model cache (:mod:`benchmark.core.training.model_cache`) when the fold's model of that
-    seed was trained before. Unlike an encoder it depends on the fold and the seed.
+    seed was trained before. Unlike an encoder it depends on the fold and the seed, so the profile
+    methods' base builds it (:class:`benchmark.methods._profile.ERMFeaturiser`); this module gives
+    it the same cache key parts (:func:`code_digest`, :func:`state_digest`).
 """
 
 from __future__ import annotations
@@ -26,15 +28,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ...datasets.dataset import LabelledImages
 from ...errors import MethodError
 from ..encoders.loading import load_encoder
-from ..recipe.features import classifier_head
 
 ERM_SPEC = "erm"
 _CODE = ("benchmark.core.encoders.loading", "benchmark.core.encoders.backends", "benchmark.core.encoders.module",
          "benchmark.core.encoders.ssl", "benchmark.core.training.preprocess", "benchmark.core.training.backbones",
-         "benchmark.core.profiles.featurisers")
+         "benchmark.core.profiles.featurisers", "benchmark.methods._profile")
 """The modules whose source shapes an embedding (part of every cache key)."""
 
 
@@ -92,50 +92,9 @@ class EncoderFeaturiser:
         return {"featuriser": self.name, "weights_sha256": weights, "code": code_digest(), "device": self.device}
 
 
-class ERMFeaturiser:
-    """The classifier head's input of a fitted ERM model (``erm``), each image on its own (BN running statistics)."""
-
-    def __init__(self, erm: Any, batch_size: int = 256):
-        self.erm, self.batch_size = erm, batch_size
-        self.net = erm.net
-        self.name = ERM_SPEC
-        self.dim = int(classifier_head(self.net.model).in_features)
-
-    @functools.cached_property
-    def weights_digest(self) -> str:
-        return state_digest(self.net.model)
-
-    @torch.no_grad()
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images)
-        out = np.empty((len(images), self.dim), dtype=np.float32)
-        head = classifier_head(self.net.model)
-        seen: list[torch.Tensor] = []
-        handle = head.register_forward_pre_hook(lambda layer, args: seen.append(args[0]))
-        self.net.model.eval()
-        try:
-            for start in range(0, len(images), self.batch_size):
-                seen.clear()
-                self.net.model(self.net.tensor(images[start:start + self.batch_size]))
-                out[start:start + len(seen[0])] = seen[0].float().cpu().numpy()
-        finally:
-            handle.remove()
-        return out
-
-    def cache_key(self) -> dict[str, Any] | None:
-        return {"featuriser": self.name, "weights_sha256": self.weights_digest, "code": code_digest(),
-                "device": str(self.erm.device)}
-
-
-def load_featuriser(spec: str, device: str, train: LabelledImages, val: LabelledImages, seed: int,
-                    batch_size: int = 256, verbose: bool = False) -> Featuriser:
-    """The featuriser named by ``spec`` (see the module docstring); ``erm`` fits (or loads) the fold's ERM model."""
-    if spec != ERM_SPEC:
-        return EncoderFeaturiser(spec, device, batch_size)
-    from ...methods.erm import ERM  # imported here: ERM's module loads the whole training stack
-
-    erm = ERM(device=device, verbose=verbose)
-    if len(train.treated_ids()) == 0:
-        raise MethodError("featuriser 'erm' needs labelled treated training images to train ERM on")
-    erm.fit(train, val, seed)
-    return ERMFeaturiser(erm, batch_size)
+def load_featuriser(spec: str, device: str, batch_size: int = 256) -> Featuriser:
+    """The frozen encoder featuriser named by ``spec``; ``erm`` is fold-dependent and built by the profile methods'
+    base (:class:`benchmark.methods._profile.ProfileMethod`), which trains or loads the fold's ERM model."""
+    if spec == ERM_SPEC:
+        raise MethodError("featuriser 'erm' is trained on a fold: the profile methods build it, not load_featuriser")
+    return EncoderFeaturiser(spec, device, batch_size)

@@ -6,7 +6,7 @@ training (see :class:`benchmark.methods._convnet.ConvNetMethod`).
 
 A cached model is identified by its **key**: the fold (dataset name and fingerprint, split, split seed, fold
 index and the digest of its training/validation ids), the training seed, the ERM hyper-parameters, the device and
-the **code version** (a SHA-256 of the source files that shape ERM training, and the versions of torch and numpy).
+the **training code digest** (a SHA-256 of the source files that shape ERM training, and the versions of torch and numpy).
 It is stored as two files in the fold's models folder::
 
     <folder>/model-<digest of the key>.safetensors   the weights (safetensors: never pickle)
@@ -87,32 +87,28 @@ def current_fold() -> FoldIdentity | None:
     return _CURRENT.get()
 
 
-_CODE = ("benchmark.core", "benchmark.datasets.dataset", "benchmark.datasets.store", "benchmark.methods._convnet",
-         "benchmark.methods.base", "benchmark.methods.erm")
-"""The modules whose source is part of the code version (a package: every module in its folder but those below)."""
-
-_NOT_TRAINING = frozenset({
-    "encoder_backends.py", "encoder_registry.py", "encoders.py", "module_encoder.py", "ssl_encoder.py", "simclr.py",
-    "intensity.py", "tvn.py", "tta.py", "profile_cache.py", "profile_corrections.py", "profile_data.py",
-    "profile_features.py", "profiles.py"})
-"""Modules of ``benchmark.core`` that never run while a cached ResNet trains (frozen encoders, profile and
-intensity pipelines, test-time adaptation after training): editing them keeps the cached models. A new
-module counts until it is listed here, so a forgotten entry costs a retraining, never a stale model."""
+_TRAINING_CODE = ("benchmark.core.training", "benchmark.core.recipe", "benchmark.datasets.dataset",
+                  "benchmark.datasets.store", "benchmark.methods._convnet", "benchmark.methods.base", "benchmark.methods.erm")
+"""What shapes a trained ResNet: two whole packages of ``benchmark.core`` (every module below their folders) and
+five modules. The encoders and profile packages never run while a ResNet trains, so editing them keeps the cached
+models; a new module of the training or recipe packages counts from the start."""
 
 
 @lru_cache(maxsize=1)
-def code_version() -> str:
-    """SHA-256 of the source of the modules that shape ERM training, with the versions of torch and numpy."""
+def training_code_digest() -> str:
+    """SHA-256 of the source that shapes ERM training (:data:`_TRAINING_CODE`), with the versions of torch and numpy.
+
+    Not to be confused with a record's ``code`` (:func:`benchmark.records.code_version`: the git commit of a run).
+    """
     h = hashlib.sha256(f"torch {torch.__version__} numpy {np.__version__}".encode())
-    for name in _CODE:
+    for name in _TRAINING_CODE:
         spec = importlib.util.find_spec(name)  # by name: found, not imported (no import cycle)
         if spec is None or spec.origin is None:
-            raise RuntimeError(f"cannot find the source of {name} for the source-model cache's code version")
+            raise RuntimeError(f"cannot find the source of {name} for the model cache's code digest")
         origin = Path(spec.origin)
-        files = ([f for f in sorted(origin.parent.glob("*.py")) if f.name not in _NOT_TRAINING]
-                 if origin.name == "__init__.py" else [origin])
+        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
         for path in files:
-            h.update(f"{name}/{path.name}".encode() + b"\0" + path.read_bytes() + b"\0")
+            h.update(f"{name}/{path.relative_to(origin.parent).as_posix()}".encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
