@@ -200,7 +200,7 @@ REPRODUCIBILITY = (
     "other hardware torch picks other kernels (AVX2, AVX-512, AMX, another BLAS) and single runs differ, so "
     "reruns there are statistical: the means agree within their 95% CIs. Each record names its CPU, "
     "instruction-set flags, torch threads and BLAS / oneDNN build (`environment` in its JSON).")
-"""What the leaderboard says about reproducing its numbers (also in README.md)."""
+"""What the leaderboard says about reproducing its numbers (also in docs/protocol.md)."""
 
 
 def _cpu_of(record: Record) -> str:

@@ -14,7 +14,7 @@ worker) into a separate results folder, never over the committed record, and com
   :func:`benchmark.leaderboard.tables.details_table`); this informs, it does not fail.
 
 Default tolerance :data:`DEFAULT_TOLERANCE` (1e-6): on the same CPU model, instruction
-sets, torch build and thread settings a re-run is bit for bit identical (README,
+sets, torch build and thread settings a re-run is bit for bit identical (docs/protocol.md,
 "How exactly the numbers reproduce"), and JSON stores floats exactly, so any difference at
 all means another machine, other code or an edited record. Re-running on other hardware
 moves single runs by up to a few points; pass ``--tolerance 0.05`` there and read the
