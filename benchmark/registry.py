@@ -24,6 +24,7 @@ reported (:func:`plugin_problems`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import pkgutil
@@ -36,6 +37,8 @@ from . import plugins
 from .errors import BenchError, UnknownNameError
 
 if TYPE_CHECKING:  # imported where used, so importing the registry loads neither numpy nor polars
+    from collections.abc import Iterator
+
     from .methods.base import Method
 
 _METHODS: dict[str, type[Method]] = {}
@@ -124,6 +127,22 @@ def unregister_method(name: str) -> None:
     """Remove ``name`` from the registry (used to roll back a plugin that failed half-way)."""
     _METHODS.pop(name, None)
     _ORIGINS.pop(name, None)
+
+
+@contextlib.contextmanager
+def registered(*classes: type[Method]) -> Iterator[None]:
+    """Register ``classes`` for the ``with`` block only; afterwards each name holds what it held before (tests)."""
+    names = [cls.name for cls in classes]
+    before = {name: (_METHODS[name], _ORIGINS.get(name, "?")) for name in names if name in _METHODS}
+    try:
+        for cls in classes:
+            register_method(cls)
+        yield
+    finally:
+        for name in names:
+            unregister_method(name)
+            if name in before:
+                _METHODS[name], _ORIGINS[name] = before[name]
 
 
 def _load_builtins() -> None:

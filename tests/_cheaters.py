@@ -1,4 +1,4 @@
-"""Cheating test methods (registered under names starting with ``_cheat_``), one per way to reach target labels.
+"""Cheating test methods (named ``_cheat_...``), one per way to reach target labels.
 
 Each one returns the true label of every image it can match to a row of the full index
 (one-hot probabilities) and uniform probabilities otherwise, so run in process (where the
@@ -15,7 +15,8 @@ its run fails naming what it tried. The paths are those of issue 10:
 - ``_cheat_subprocess``: ``cat`` the files in a subprocess.
 
 The file cheaters find the dataset folder in ``$PLATEBENCH_CHEAT_ROOT`` (a real cheater
-would compute the cache path).
+would compute the cache path). Importing this module registers nothing: the ``cheaters``
+fixture (tests/conftest.py) registers :data:`CHEAT_METHODS` for a test module.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ import polars as pl
 from _toy_methods import Centroid
 from benchmark.datasets.store import shard_filename
 from benchmark.methods.base import AccessLevel
-from benchmark.registry import register_method
 
 ROOT_ENV = "PLATEBENCH_CHEAT_ROOT"
 LINKS_ENV = "PLATEBENCH_CHEAT_LINKS"
@@ -85,7 +85,6 @@ def _answers(index: pl.DataFrame, shard_pixels) -> dict[bytes, int]:
     return out
 
 
-@register_method
 class PrivateDataset(Cheater):
     name = "_cheat_private_dataset"
 
@@ -94,7 +93,6 @@ class PrivateDataset(Cheater):
         return _answers(dataset.index, lambda code: dataset.store._map(code))
 
 
-@register_method
 class Offsets(Cheater):
     """Learns offset -> label on the training plates, then reads the target view's offsets."""
 
@@ -119,7 +117,6 @@ class Offsets(Cheater):
         return probs
 
 
-@register_method
 class GcWalk(Cheater):
     """Walks every live object for a DataFrame with labels of many plates and the pixel store that goes with it."""
 
@@ -156,12 +153,10 @@ class FileCheater(Cheater):
         return _answers(index, lambda code: self.shard(root / shards[code]["file"]))
 
 
-@register_method
 class Open(FileCheater):
     name = "_cheat_open"
 
 
-@register_method
 class NpLoad(FileCheater):
     """Reads the index natively (polars: not seen by the audit hook), the shards with ``np.load``."""
 
@@ -174,7 +169,6 @@ class NpLoad(FileCheater):
         return _answers(index, lambda code: np.load(root / shard_filename(plates[code]), mmap_mode="r"))
 
 
-@register_method
 class PathlibRead(FileCheater):
     name = "_cheat_pathlib"
 
@@ -182,7 +176,6 @@ class PathlibRead(FileCheater):
         return Path(path).read_bytes()
 
 
-@register_method
 class OsOpen(FileCheater):
     name = "_cheat_os_open"
 
@@ -197,7 +190,6 @@ class OsOpen(FileCheater):
             os.close(fd)
 
 
-@register_method
 class HardLink(FileCheater):
     """Hard-links each file into a folder of its own, then reads the link."""
 
@@ -213,7 +205,6 @@ class HardLink(FileCheater):
             shutil.rmtree(folder, ignore_errors=True)
 
 
-@register_method
 class Linked(FileCheater):
     """Reads a mirror of the dataset folder made of links (made beforehand, outside the method)."""
 
@@ -223,7 +214,6 @@ class Linked(FileCheater):
         return Path(os.environ[LINKS_ENV])
 
 
-@register_method
 class Cat(FileCheater):
     name = "_cheat_subprocess"
 
@@ -234,7 +224,6 @@ class Cat(FileCheater):
 CHEATERS = [PrivateDataset, Offsets, GcWalk, Open, NpLoad, PathlibRead, OsOpen, HardLink, Linked, Cat]
 
 
-@register_method
 class Native(FileCheater):
     """Reads everything natively, where the audit hook cannot see: the index with polars, the shards with
     ``torch.from_file``; a careful cheater that falls back to guessing when a read fails."""
@@ -263,3 +252,6 @@ class Native(FileCheater):
         except Exception:  # noqa: BLE001
             return {}
 
+
+CHEAT_METHODS = (*CHEATERS, Native)
+"""Every method of this module, as the ``cheaters`` fixture registers them."""

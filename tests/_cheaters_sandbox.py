@@ -13,6 +13,9 @@ Each is what an outside submitter tried against the denylist design:
 - ``_cheat23_half_frame``: writes half a frame and waits forever;
 - ``_cheat23_signal``: signals the evaluator (``$PLATEBENCH_CHEAT_PID``, SIGUSR1 to every thread of it);
 - ``_cheat23_orphan``: forks a child that sleeps on after the run.
+
+Importing this module registers nothing: the ``sandbox_cheaters`` fixture (tests/conftest.py)
+registers :data:`CHEAT23_METHODS` for a test module.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 from _toy_methods import Centroid
-from benchmark.registry import register_method
 
 RESULTS_ENV, MODELS_ENV, MARK_ENV, PID_ENV = ("PLATEBENCH_CHEAT_RESULTS", "PLATEBENCH_CHEAT_MODELS",
                                               "PLATEBENCH_CHEAT_MARK", "PLATEBENCH_CHEAT_PID")
@@ -59,7 +61,6 @@ class _Planted:
         return (open, (os.environ.get(MARK_ENV, "/nonexistent/mark"), "w"))
 
 
-@register_method
 class Predictions(Centroid):
     name = "_cheat23_predictions"
     description = "test: reads earlier runs' predictions"
@@ -83,7 +84,6 @@ class Predictions(Centroid):
         return super().predict(images) if label is None else np.tile(np.eye(8)[label], (len(images), 1))
 
 
-@register_method
 class PlantModels(Centroid):
     name = "_cheat23_models"
     description = "test: writes into the source-model cache"
@@ -94,7 +94,6 @@ class PlantModels(Centroid):
         return super().fit(train, val, seed)
 
 
-@register_method
 class PickleOnChannel(Centroid):
     name = "_cheat23_pickle"
     description = "test: sends a pickle to the evaluator"
@@ -105,7 +104,6 @@ class PickleOnChannel(Centroid):
         return super().predict(images)
 
 
-@register_method
 class ObjectReport(Centroid):
     name = "_cheat23_report"
     description = "test: a fit report holding an object"
@@ -125,21 +123,18 @@ class RawFrame(Centroid):
         return super().predict(images)
 
 
-@register_method
 class HugeArray(RawFrame):
     name = "_cheat23_huge"
     description = "test: declares a huge array"
     header = {"kind": "probs", "fields": {}, "arrays": [{"dtype": "float64", "shape": [10**7, 10**7]}], "fds": 0}
 
 
-@register_method
 class BadError(RawFrame):
     name = "_cheat23_bad_error"
     description = "test: an error reply without its fields"
     header = {"kind": "error", "fields": {}, "arrays": [], "fds": 0}
 
 
-@register_method
 class HalfFrame(Centroid):
     name = "_cheat23_half_frame"
     description = "test: half a frame, then silence"
@@ -151,7 +146,6 @@ class HalfFrame(Centroid):
         return super().predict(images)
 
 
-@register_method
 class SignalEvaluator(Centroid):
     name = "_cheat23_signal"
     description = "test: signals the evaluator"
@@ -178,7 +172,6 @@ def _threads(pid: int) -> list[int]:
         return []
 
 
-@register_method
 class Orphan(Centroid):
     name = "_cheat23_orphan"
     description = "test: leaves a child behind"
@@ -190,3 +183,8 @@ class Orphan(Centroid):
                 time.sleep(600)
             os._exit(0)
         return super().fit(train, val, seed)
+
+
+CHEAT23_METHODS = (Predictions, PlantModels, PickleOnChannel, ObjectReport, HugeArray, BadError, HalfFrame,
+                   SignalEvaluator, Orphan)
+"""Every method of this module, as the ``sandbox_cheaters`` fixture registers them."""

@@ -1,7 +1,15 @@
-"""Small but real test-only methods (registered under names starting with ``_test_``).
+"""Small but real test-only methods (named ``_test_...``).
 
 Features of an image: per-channel means of its four quadrants (20 numbers). The
 classifier: nearest class centroid, probabilities = softmax of minus squared distances.
+
+Importing this module registers nothing: a test that runs these methods by name asks for
+the ``toy_methods`` fixture (tests/conftest.py), which registers :data:`TOY_METHODS` for
+its module's tests and removes them afterwards. A sealed worker finds a method by its
+module and class name, without the registry. A sweep's worker process finds one by
+importing its module (``benchmark.sweep.unit``), so there, and only where
+``$PLATEBENCH_TEST_REGISTER_TOYS`` is set (fixture ``toy_methods_in_workers``), importing
+this module registers them, as a local method's module does.
 """
 
 from __future__ import annotations
@@ -35,7 +43,6 @@ class CentroidConfig(MethodConfig):
     """Unused by the math; lets tests override an int."""
 
 
-@register_method
 class Centroid(Method):
     """Nearest centroid on globally standardised features; sees nothing of the target."""
 
@@ -79,7 +86,6 @@ class Centroid(Method):
         return p / p.sum(axis=1, keepdims=True)
 
 
-@register_method
 class ControlStd(Centroid):
     """Standardises every plate by its DMSO images' features (access: controls)."""
 
@@ -101,7 +107,6 @@ class ControlStd(Centroid):
         return _standardise(f, self.ctrl_)
 
 
-@register_method
 class PlateStd(Centroid):
     """Standardises every plate by its own treated images' features (access: unlabeled)."""
 
@@ -124,7 +129,6 @@ class PlateStd(Centroid):
         return _standardise(f, self.ref_plate_)
 
 
-@register_method
 class FailFit(Centroid):
     name = "_test_fail_fit"
     description = "test: raises in fit"
@@ -133,7 +137,6 @@ class FailFit(Centroid):
         raise RuntimeError("boom in fit")
 
 
-@register_method
 class FailAdapt(Centroid):
     name = "_test_fail_adapt"
     description = "test: raises in adapt"
@@ -142,7 +145,6 @@ class FailAdapt(Centroid):
         raise ValueError(f"cannot adapt to {plate.plate}")
 
 
-@register_method
 class NanLoss(Centroid):
     name = "_test_nan_loss"
     description = "test: NaN training loss"
@@ -151,7 +153,6 @@ class NanLoss(Centroid):
         raise MethodError("training loss became NaN at epoch 2; lower the learning rate (--set lr=...)")
 
 
-@register_method
 class NanPredict(Centroid):
     name = "_test_nan_predict"
     description = "test: predicts NaN"
@@ -160,7 +161,6 @@ class NanPredict(Centroid):
         return np.full((len(images), 8), np.nan)
 
 
-@register_method
 class Logits(Centroid):
     name = "_test_logits"
     description = "test: returns logits"
@@ -169,7 +169,6 @@ class Logits(Centroid):
         return np.log(super().predict(images) + 1e-9)
 
 
-@register_method
 class WrongShape(Centroid):
     name = "_test_wrong_shape"
     description = "test: returns 7 columns"
@@ -178,7 +177,6 @@ class WrongShape(Centroid):
         return super().predict(images)[:, :7]
 
 
-@register_method
 class SeedFail(Centroid):
     """Fails for seed 1 only (to show that other runs go on)."""
 
@@ -191,7 +189,6 @@ class SeedFail(Centroid):
         return super().fit(train, val, seed)
 
 
-@register_method
 class Flaky(Centroid):
     """Fails unless ``$PLATEBENCH_TEST_FLAKY_FIXED`` is set (to show that a failed record is retried).
 
@@ -208,7 +205,6 @@ class Flaky(Centroid):
         return super().fit(train, val, seed)
 
 
-@register_method
 class TransductiveStd(Centroid):
     """Standardises every image by the pooled features of the target plates it got in fit (access: transductive)."""
 
@@ -226,3 +222,15 @@ class TransductiveStd(Centroid):
 
     def _transform(self, f):
         return _standardise(f, self.target_ref_)
+
+
+TOY_METHODS = (Centroid, ControlStd, PlateStd, FailFit, FailAdapt, NanLoss, NanPredict, Logits, WrongShape, SeedFail,
+               Flaky, TransductiveStd)
+"""Every method of this module, as the ``toy_methods`` fixture registers them."""
+
+REGISTER_ENV = "PLATEBENCH_TEST_REGISTER_TOYS"
+"""Set in a process that finds a method by importing its module (a sweep's worker): importing registers them."""
+
+if os.environ.get(REGISTER_ENV):
+    for _cls in TOY_METHODS:
+        register_method(_cls)

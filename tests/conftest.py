@@ -4,6 +4,11 @@
 batches x 2 plates, the real control layout, 1 site per well, 16x16 pixels. Its
 class signal is a per-class spatial pattern; each source multiplies channels by a
 gain and adds an offset, so BN adaptation has something to undo.
+
+The test-only methods (``tests/_toy_methods.py``, ``_cheaters.py``, ``_cheaters_sandbox.py``)
+are registered only for the test modules that ask for them (fixtures ``toy_methods``,
+``cheaters``, ``sandbox_cheaters``): importing their modules registers nothing, so what the
+registry holds never depends on which test modules were imported first.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import pytest
 from benchmark.constants import DMSO_ID, DMSO_LABEL, POSCONS, dmso_wells
 from benchmark.datasets.dataset import open_dataset, write_dataset
 from benchmark.datasets.store import write_shard
+from benchmark.registry import registered
 
 
 def make_toy_dataset(root: Path, n_sources: int = 4, n_batches: int = 3, n_plates: int = 2,
@@ -71,3 +77,51 @@ def prepare_app():
 
     attach_prepare(data_app)
     return data_app
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Fail at once when importing a test module registered a method (then the registry would depend on the order)."""
+    from benchmark import registry
+
+    local = sorted(f"{name} ({cls.__module__})" for name, cls in registry._METHODS.items()
+                   if registry.kind_of(cls) == "local")
+    if local:
+        raise pytest.UsageError(f"registered when imported: {', '.join(local)}; register test methods for the tests "
+                                "that use them (benchmark.registry.registered in a fixture, tests/conftest.py)")
+
+
+@pytest.fixture(scope="module")
+def toy_methods():
+    """The ``_test_*`` methods of tests/_toy_methods.py, registered while the requesting module's tests run."""
+    from _toy_methods import TOY_METHODS
+
+    with registered(*TOY_METHODS):
+        yield TOY_METHODS
+
+
+@pytest.fixture
+def toy_methods_in_workers(toy_methods, monkeypatch):
+    """``toy_methods``, also in the processes this test starts that find a method by importing its module (a
+    sweep's workers, benchmark/sweep/unit.py): there importing ``_toy_methods`` registers them."""
+    from _toy_methods import REGISTER_ENV
+
+    monkeypatch.setenv(REGISTER_ENV, "1")
+    return toy_methods
+
+
+@pytest.fixture(scope="module")
+def cheaters():
+    """The ``_cheat_*`` methods of tests/_cheaters.py, registered while the requesting module's tests run."""
+    from _cheaters import CHEAT_METHODS
+
+    with registered(*CHEAT_METHODS):
+        yield CHEAT_METHODS
+
+
+@pytest.fixture(scope="module")
+def sandbox_cheaters():
+    """The ``_cheat23_*`` methods of tests/_cheaters_sandbox.py, registered while the requesting module's tests run."""
+    from _cheaters_sandbox import CHEAT23_METHODS
+
+    with registered(*CHEAT23_METHODS):
+        yield CHEAT23_METHODS

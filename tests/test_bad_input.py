@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import _toy_methods  # noqa: F401  (registers the _test_ methods)
 import pytest
 from typer.testing import CliRunner
 
@@ -33,7 +32,7 @@ def blocker(tmp_path):
 
 
 @pytest.mark.parametrize("below", ["", "runs", "runs/deeper"])
-def test_run_with_results_under_a_file_fails_before_any_work(toy_dataset, tmp_path, blocker, below):
+def test_run_with_results_under_a_file_fails_before_any_work(toy_methods, toy_dataset, tmp_path, blocker, below):
     results = blocker / below if below else blocker
     before = tree(tmp_path)
     r = bench("run", "-m", "_test_centroid", "-s", "source_out", "--dataset", toy_dataset.root, "--results", results,
@@ -46,7 +45,7 @@ def test_run_with_results_under_a_file_fails_before_any_work(toy_dataset, tmp_pa
     assert tree(tmp_path) == before and blocker.read_text() == "keep me\n"
 
 
-def test_sweep_with_results_under_a_file_fails_before_any_work(toy_dataset, tmp_path, blocker):
+def test_sweep_with_results_under_a_file_fails_before_any_work(toy_methods, toy_dataset, tmp_path, blocker):
     before = tree(tmp_path)
     r = bench("sweep", "--methods", "_test_centroid", "--splits", "source_out", "--folds", "0", "--seeds", "0",
               "--dataset", toy_dataset.root, "--results", blocker / "runs", "--executor", "debug")

@@ -2,13 +2,13 @@
 
 import json
 
-import _toy_methods  # noqa: F401  (registers the _test_ methods)
 import pytest
 from typer.testing import CliRunner
 
 from benchmark.cli import app
 from benchmark.records import load_records
 
+pytestmark = pytest.mark.usefixtures("toy_methods")
 runner = CliRunner()
 
 

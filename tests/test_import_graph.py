@@ -6,6 +6,11 @@ Module-level, function-level and ``TYPE_CHECKING`` imports all count, absolute
 package when a submodule is imported (a package's ``__init__`` may import its own
 submodules), and discovery by name (``importlib.import_module`` over the built-in
 methods, entry points), which is how registries find their members.
+
+The graph also keeps its layers (every import counts here too): ``benchmark.core`` imports
+no method and no harness package; inside core, ``training``, ``recipe``, ``encoders``,
+``profiles`` import only packages before them in that list; ``benchmark.datasets`` imports no
+harness package (``benchmark.slurm`` and the loose shared modules are allowed).
 """
 
 from __future__ import annotations
@@ -71,6 +76,51 @@ def find_cycle(graph: dict[str, dict[str, int]]) -> list[str] | None:
     return None
 
 
+HARNESS = ("protocol", "leaderboard", "report", "conformance", "sweep", "scenarios", "sealed", "cli", "calibration",
+           "gpu_check")
+"""The harness packages: what runs, scores, reports and checks methods."""
+ABOVE_CORE = ("methods", "protocol", "leaderboard", "report", "conformance", "sweep", "slurm", "sealed", "scenarios",
+              "cli", "calibration")
+"""What ``benchmark.core`` never imports: the methods built from it and the harness that runs them."""
+CORE_ORDER = ("training", "recipe", "encoders", "profiles")
+"""The packages of ``benchmark.core``, bottom first: each imports only those before it."""
+FORBIDDEN = {
+    "benchmark.core": tuple(f"benchmark.{p}" for p in ABOVE_CORE),
+    "benchmark.datasets": tuple(f"benchmark.{p}" for p in HARNESS),
+    **{f"benchmark.core.{low}": tuple(f"benchmark.core.{high}" for high in CORE_ORDER[i + 1:])
+       for i, low in enumerate(CORE_ORDER)},
+}
+"""Package -> the packages that no module in it may import."""
+
+
+def within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def graph_of(known: dict[str, Path]) -> dict[str, dict[str, int]]:
+    """Module -> {imported module of the package: line of its first import statement}."""
+    graph: dict[str, dict[str, int]] = {name: {} for name in known}
+    for name, file in known.items():
+        for target, line in imports(name, file, known):
+            graph[name].setdefault(target, line)
+    return graph
+
+
+def layer_violations(graph: dict[str, dict[str, int]], known: dict[str, Path],
+                     forbidden: dict[str, tuple[str, ...]]) -> list[str]:
+    """One line per import that crosses a layer the wrong way: where it stands and what it imports."""
+    found = []
+    for name in sorted(graph):
+        for package, banned in forbidden.items():
+            if not within(name, package):
+                continue
+            for target, line in sorted(graph[name].items(), key=lambda item: item[1]):
+                if any(within(target, b) for b in banned):
+                    found.append(f"{name} ({known[name].relative_to(ROOT)}:{line}) imports {target}, "
+                                 f"which {package} must not import")
+    return found
+
+
 def test_the_module_list_covers_the_three_parts():
     names = modules()
     assert {"benchmark.registry", "benchmark.plugins", "benchmark.core.encoders.loading", "benchmark.methods.erm",
@@ -85,13 +135,32 @@ def test_finding_a_cycle():
 
 def test_the_import_graph_is_acyclic():
     known = modules()
-    graph = {name: {} for name in known}
-    for name, file in known.items():
-        for target, line in imports(name, file, known):
-            graph[name].setdefault(target, line)
+    graph = graph_of(known)
     assert sum(map(len, graph.values())) > 100  # the parser sees the package's imports
     assert graph["benchmark.core.encoders.loading"].keys() >= {"benchmark.core.encoders.backends",
                                                        "benchmark.core.encoders.ssl"}  # function-level ones too
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(
         f"{a} ({known[a].relative_to(ROOT)}:{graph[a][b]})" for a, b in zip(cycle, cycle[1:])) + f" -> {cycle[-1]}"
+
+
+
+def test_finding_a_layer_violation():
+    known = {n: ROOT / f"{n.replace('.', '/')}.py" for n in ("benchmark.core.training.loop",
+                                                               "benchmark.core.profiles.tvn", "benchmark.methods.erm")}
+    graph = {"benchmark.core.training.loop": {"benchmark.core.profiles.tvn": 7, "benchmark.methods.erm": 3},
+             "benchmark.core.profiles.tvn": {"benchmark.core.training.loop": 2}, "benchmark.methods.erm": {}}
+    assert layer_violations(graph, known, FORBIDDEN) == [
+        "benchmark.core.training.loop (benchmark/core/training/loop.py:3) imports benchmark.methods.erm, "
+        "which benchmark.core must not import",
+        "benchmark.core.training.loop (benchmark/core/training/loop.py:7) imports benchmark.core.profiles.tvn, "
+        "which benchmark.core.training must not import"]
+
+
+def test_the_layers_hold():
+    """Nothing in core imports a method or the harness; core's packages import only down; data imports no harness."""
+    known = modules()
+    assert {n.split(".")[2] for n in known if within(n, "benchmark.core") and n.count(".") >= 2} == set(CORE_ORDER)
+    assert all(any(within(n, f"benchmark.{p}") for n in known) for p in {*HARNESS, *ABOVE_CORE})  # none renamed
+    violations = layer_violations(graph_of(known), known, FORBIDDEN)
+    assert not violations, f"{len(violations)} import(s) against the layers:\n" + "\n".join(violations)

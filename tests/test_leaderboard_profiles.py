@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_leaderboard import fake
+from test_leaderboard_build import fake
 
 from benchmark.leaderboard.build import EMBEDDING_FIGURE, build_leaderboard
 from benchmark.leaderboard.profiles import COLUMNS, correction_table

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from test_leaderboard import fake
+from test_leaderboard_build import fake
 
 from benchmark.leaderboard.build import build_leaderboard
 from benchmark.leaderboard.scenarios import level_value, paired_level_difference

@@ -15,8 +15,7 @@ import polars as pl
 from benchmark.constants import CLASS_NAMES, N_CLASSES
 from benchmark.protocol.evaluation import score
 from benchmark.records import write_record
-from test_leaderboard import fake as fake_record
-import _toy_methods  # noqa: F401  (registers _test_centroid: an installed method that is not built in)
+from test_leaderboard_build import fake as fake_record
 
 runner = CliRunner()
 
@@ -42,7 +41,8 @@ def fake(root, method, split, fold, seed, ood, ind, **options):
     return path
 
 
-def test_unknown_method_and_foreign_data_version_are_rejected_with_the_reason(tmp_path):
+def test_unknown_method_and_foreign_data_version_are_rejected_with_the_reason(tmp_path, toy_methods):
+    """``toy_methods``: ``_test_centroid`` is an installed method that is not built in."""
     root = tmp_path / "results"
     fake(root, "erm", "source_out", 0, 0, 0.6, 0.9)
     fake(root, "adabn", "source_out", 0, 0, 0.7, 0.9, access="unlabeled")

@@ -180,7 +180,7 @@ def test_the_contributing_guide_profile_correction_runs(toy_dataset):
     from pathlib import Path
 
     from benchmark.core.profiles.corrections import Correction, Transform
-    from benchmark.core.profiles.pipeline import ProfileMethod
+    from benchmark.methods._profile import ProfileMethod
     from benchmark.methods.base import AccessLevel
     from benchmark.registry import register_method, unregister_method
 

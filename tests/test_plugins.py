@@ -1,5 +1,5 @@
 """Entry-point plugins: listed from metadata with their origin, imported one by one (as a sealed worker does);
-broken ones fail alone with their package named. (That the evaluator never imports them: test_plugin_isolation.py.)"""
+broken ones fail alone with their package named. (That the evaluator never imports them: test_sealed_isolated.py.)"""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from _toy_methods import Centroid
 from benchmark.protocol.evaluation import fit_and_evaluate
 from benchmark.protocol.loop import run_protocol
 from benchmark.records import load_records
-from benchmark.registry import register_method
+from benchmark.registry import registered
 from benchmark.sealed import landlock
 from benchmark.sealed.runs import warm_up
 from benchmark.splits import make_folds
@@ -24,7 +24,6 @@ from benchmark.splits import make_folds
 PROBE_ENV = "PLATEBENCH_PROBE"
 
 
-@register_method
 class Probe(Centroid):
     """Runs ``$PLATEBENCH_PROBE`` in fit (``train`` and ``os`` in scope), then fits honestly."""
 
@@ -34,6 +33,15 @@ class Probe(Centroid):
     def fit(self, train, val, seed):
         exec(os.environ[PROBE_ENV], {"train": train, "os": os})  # noqa: S102 - test-only
         return super().fit(train, val, seed)
+
+
+@pytest.fixture(scope="module")
+def probe_method():
+    with registered(Probe):
+        yield Probe
+
+
+pytestmark = pytest.mark.usefixtures("cheaters", "probe_method")
 
 
 def run(dataset, tmp_path, method):

@@ -1,8 +1,8 @@
 """Fault containment: a method that raises, crashes, hangs or runs out of memory fails only its own run.
 
 The faulty methods below fail for seed 0 and are honest for seed 1, so each test also
-shows that the next run goes on. They are registered at module level: the sealed worker
-imports this module to find them.
+shows that the next run goes on. They are defined at module level, where the sealed worker finds
+them by their class names, and registered while this module's tests run (fixture ``faults``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from _toy_methods import Centroid
 from benchmark.protocol.loop import run_protocol
 from benchmark.records import load_records
-from benchmark.registry import register_method
+from benchmark.registry import registered
 
 
 class Faulty(Centroid):
@@ -33,7 +33,6 @@ class Faulty(Centroid):
         return super().fit(train, val, seed)
 
 
-@register_method
 class Raises(Faulty):
     name = "_fault_raises"
 
@@ -41,7 +40,6 @@ class Raises(Faulty):
         raise KeyError("no such column 'dose'")
 
 
-@register_method
 class Aborts(Faulty):
     name = "_fault_abort"
 
@@ -49,7 +47,6 @@ class Aborts(Faulty):
         os.abort()
 
 
-@register_method
 class Segfaults(Faulty):
     name = "_fault_segfault"
 
@@ -58,7 +55,6 @@ class Segfaults(Faulty):
         faulthandler._sigsegv()
 
 
-@register_method
 class Exits(Faulty):
     name = "_fault_exit"
 
@@ -66,7 +62,6 @@ class Exits(Faulty):
         os._exit(3)
 
 
-@register_method
 class SysExit(Faulty):
     name = "_fault_sys_exit"
 
@@ -74,7 +69,6 @@ class SysExit(Faulty):
         raise SystemExit(4)
 
 
-@register_method
 class Hangs(Faulty):
     name = "_fault_hang"
 
@@ -82,7 +76,6 @@ class Hangs(Faulty):
         time.sleep(120)
 
 
-@register_method
 class Hungry(Faulty):
     name = "_fault_memory"
 
@@ -90,7 +83,6 @@ class Hungry(Faulty):
         self.hoard_ = np.ones(3 * 2**30 // 8)  # 3 GB
 
 
-@register_method
 class Killed(Faulty):
     name = "_fault_killed"
 
@@ -98,13 +90,24 @@ class Killed(Faulty):
         os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's out-of-memory killer does
 
 
-@register_method
 class PredictCrashes(Centroid):
     name = "_fault_predict_abort"
     description = "test: aborts in predict"
 
     def predict(self, images):
         os.abort()
+
+
+FAULTS = (Raises, Aborts, Segfaults, Exits, SysExit, Hangs, Hungry, Killed, PredictCrashes)
+
+
+@pytest.fixture(scope="module")
+def faults():
+    with registered(*FAULTS):
+        yield FAULTS
+
+
+pytestmark = pytest.mark.usefixtures("toy_methods", "faults")
 
 
 def run(dataset, tmp_path, method, seeds=(0, 1), **kw):
@@ -200,7 +203,9 @@ def test_bench_run_time_and_memory_limits(toy_dataset, tmp_path):
 ORPHAN_SCRIPT = """
 import os, sys, time
 sys.path.insert(0, {tests!r})
-import test_sealed_faults  # registers _fault_hang
+import test_sealed_faults
+from benchmark.registry import register_method
+register_method(test_sealed_faults.Hangs)
 from benchmark.datasets.dataset import open_dataset
 from benchmark.protocol.loop import run_protocol
 run_protocol("_fault_hang", "source_out", open_dataset({root!r}), seeds=[0], folds=[0], device="cpu",

@@ -12,14 +12,14 @@ import os
 
 import pytest
 
-import _cheaters  # noqa: F401  (registers the cheaters)
-from _cheaters import ROOT_ENV
+from _cheaters import ROOT_ENV, Native
 from benchmark.protocol.evaluation import fit_and_evaluate
 from benchmark.protocol.loop import run_protocol
 from benchmark.records import load_records
 from benchmark.sealed import landlock
 from benchmark.splits import make_folds
 
+pytestmark = pytest.mark.usefixtures("cheaters")
 needs_landlock = pytest.mark.skipif(landlock.abi_version() == 0, reason="this kernel has no Landlock")
 
 
@@ -105,7 +105,7 @@ def _run(dataset, tmp_path):
 def test_native_reads_are_refused_by_the_kernel(toy_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv(ROOT_ENV, str(toy_dataset.root))
     fold = make_folds(toy_dataset.index, "source_out")[0]
-    assert fit_and_evaluate(_cheaters.Native(), toy_dataset, fold, 0).metrics["out_of_domain"]["accuracy"] == 1.0
+    assert fit_and_evaluate(Native(), toy_dataset, fold, 0).metrics["out_of_domain"]["accuracy"] == 1.0
     outcome, records = _run(toy_dataset, tmp_path)
     assert outcome.status == "ok" and outcome.out_of_domain_accuracy <= 0.2 and outcome.in_domain_accuracy <= 0.2
     (record,) = records.ok

@@ -22,6 +22,9 @@ from benchmark.sealed.sandbox import choose
 from benchmark.sealed.zygote import descendants
 
 
+pytestmark = pytest.mark.usefixtures("toy_methods", "sandbox_cheaters")
+
+
 def run(dataset, tmp_path, method, **options):
     (outcome,) = run_protocol(method, "source_out", dataset, seeds=[0], folds=[0], device="cpu",
                               results_dir=tmp_path / "res", scenarios="none", **options)

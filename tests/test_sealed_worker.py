@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 
-import _toy_methods  # noqa: F401  (registers the _test_ methods)
 import numpy as np
 import polars as pl
 import pytest
 
+from _toy_methods import Centroid
 from benchmark.protocol.evaluation import fit_and_evaluate
 from benchmark.protocol.loop import resolve_config, run_protocol
 from benchmark.records import RECORD_FORMAT, json_safe, load_records, read_predictions
 from benchmark.registry import get_method
 from benchmark.splits import make_folds
+
+pytestmark = pytest.mark.usefixtures("toy_methods")
 
 
 def untimed(metrics: dict) -> dict:
@@ -80,7 +82,7 @@ def test_other_access_levels_get_no_targets_in_fit(toy_dataset):
     fold = make_folds(toy_dataset.index, "source_out")[0]
     seen = {}
 
-    class Spy(_toy_methods.Centroid):
+    class Spy(Centroid):
         def fit(self, train, val, seed):
             seen["targets"] = train.targets
             return super().fit(train, val, seed)

@@ -17,7 +17,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import _toy_methods  # noqa: F401  (registers the _test_ methods)
 from _record_compare import untimed
 import pytest
 from rich.console import Console
@@ -29,12 +28,14 @@ from benchmark.cli import app  # noqa: E402
 from benchmark.errors import BenchError  # noqa: E402
 from benchmark.protocol.loop import run_protocol  # noqa: E402
 from benchmark.records import load_records, read_predictions  # noqa: E402
+from benchmark.slurm import jobs as slurm_jobs  # noqa: E402
 from benchmark.sweep import slurm as sweep_slurm  # noqa: E402
 from benchmark.sweep.grid import RunSettings, Unit  # noqa: E402
 from benchmark.sweep.plan import Plan, make_plan  # noqa: E402
 from benchmark.sweep.progress import SweepProgress  # noqa: E402
 from benchmark.slurm.config import SlurmConfig, slurm_config  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("toy_methods_in_workers")  # the fake SLURM's jobs import _toy_methods
 runner = CliRunner()
 TESTS = Path(__file__).parent
 
@@ -219,7 +220,7 @@ def test_units_run_as_job_arrays_the_dependent_one_after_and_records_land_with_t
         assert line in script, line
     assert "--dependency" not in script
     assert "#SBATCH --dependency=afterany:12" in (fake_slurm / "scripts" / "13.sh").read_text()
-    assert sweep_slurm.read_jobs(tmp_path / "submitit") == {sweep_slurm.job_key(u): j.job_id for u, j in jobs.items()}
+    assert slurm_jobs.read_jobs(tmp_path / "submitit") == {sweep_slurm.job_key(u): j.job_id for u, j in jobs.items()}
     # the records are where bench run puts them, and the same as in-process runs
     ours = {r.method: r for r in load_records(tmp_path / "res").ok}
     assert sorted(ours) == sorted(methods) and str(ours["_test_centroid"].path) == centroid.record
@@ -250,7 +251,7 @@ def test_cli_submits_without_waiting_then_a_rerun_follows_the_queued_jobs(fake_s
     assert r.exit_code == 0, r.output
     assert "submitted 2 unit(s) as SLURM job array(s) 12; scripts and logs in" in r.stdout
     assert "2 unit(s) queued or running on SLURM; follow them with squeue or sacct, or rerun" in r.stdout
-    jobs = sweep_slurm.read_jobs(tmp_path / "logs" / "slurm")
+    jobs = slurm_jobs.read_jobs(tmp_path / "logs" / "slurm")
     assert sorted(jobs.values()) == ["12_0", "12_1"]
     script = (fake_slurm / "scripts" / "12.sh").read_text()
     assert "#SBATCH --array=0-1%1" in script and "#SBATCH --partition=cpu" in script and "--time=30" in script
@@ -300,7 +301,7 @@ def test_a_preempted_unit_is_requeued_until_max_retries_then_reported(fake_slurm
     requeued = utils.DelayedSubmission.load(paths.submitted_pickle)
     assert isinstance(requeued.function, sweep_slurm.UnitTask) and requeued.function.attempt == 1
     assert requeued.args == (unit,)
-    with pytest.raises(sweep_slurm.RetriesExhausted, match=r"erm source_out fold 0 seed 0 was preempted or ran out "
+    with pytest.raises(slurm_jobs.RetriesExhausted, match=r"erm source_out fold 0 seed 0 was preempted or ran out "
                                                             r"of time 2 times \(max_retries = 1\)"):
         job_environment.SignalHandler(env, paths, requeued).checkpoint_and_try_requeue(signal.SIGUSR2)
     assert (fake_slurm / "commands.log").read_text().count("requeue") == 1
@@ -308,10 +309,10 @@ def test_a_preempted_unit_is_requeued_until_max_retries_then_reported(fake_slurm
 
 def test_failure_reasons_are_the_jobs_exception_line():
     trace = ("Job (task=0) failed during processing with trace:\n----------------------\nTraceback (most recent "
-             "call last):\n  File \"x.py\", line 1, in f\n    raise X\nbenchmark.sweep.slurm.RetriesExhausted: erm "
+             "call last):\n  File \"x.py\", line 1, in f\n    raise X\nbenchmark.slurm.jobs.RetriesExhausted: erm "
              "was preempted\n----------------------\nYou can check full logs with 'job.stderr(0)'")
-    assert sweep_slurm.failure_reason(trace) == "benchmark.sweep.slurm.RetriesExhausted: erm was preempted"
-    assert sweep_slurm.failure_reason("Job 12_0 (task: 0) with path /x\nhas not produced any output (state: "
+    assert slurm_jobs.failure_reason(trace) == "benchmark.slurm.jobs.RetriesExhausted: erm was preempted"
+    assert slurm_jobs.failure_reason("Job 12_0 (task: 0) with path /x\nhas not produced any output (state: "
                                       "NODE_FAIL)\nNo output") == \
         "Job 12_0 (task: 0) with path /x has not produced any output (state: NODE_FAIL)"
 
@@ -339,7 +340,7 @@ def test_without_submitit_the_error_says_what_to_install(toy_dataset, tmp_path, 
 def test_a_corrupt_jobs_file_says_what_to_do(tmp_path):
     (tmp_path / "jobs.json").write_text("{")
     with pytest.raises(BenchError, match=r"jobs.json is not valid JSON; delete it and rerun"):
-        sweep_slurm.read_jobs(tmp_path)
+        slurm_jobs.read_jobs(tmp_path)
 
 
 def test_a_job_is_known_by_its_units_record_and_settings(tmp_path):
@@ -348,9 +349,9 @@ def test_a_job_is_known_by_its_units_record_and_settings(tmp_path):
                  record="res/x.json")
     assert sweep_slurm.job_key(plain).startswith(str(Path("res/x.json").absolute()) + "#")
     assert sweep_slurm.job_key(plain) != sweep_slurm.job_key(other)
-    sweep_slurm.write_jobs(tmp_path, {sweep_slurm.job_key(plain): "12_0"})
-    sweep_slurm.write_jobs(tmp_path, {sweep_slurm.job_key(other): "13"})
-    assert sweep_slurm.read_jobs(tmp_path) == {sweep_slurm.job_key(plain): "12_0", sweep_slurm.job_key(other): "13"}
+    slurm_jobs.write_jobs(tmp_path, {sweep_slurm.job_key(plain): "12_0"})
+    slurm_jobs.write_jobs(tmp_path, {sweep_slurm.job_key(other): "13"})
+    assert slurm_jobs.read_jobs(tmp_path) == {sweep_slurm.job_key(plain): "12_0", sweep_slurm.job_key(other): "13"}
 
 
 def test_a_unit_waiting_for_a_job_of_an_earlier_sweep_is_submitted_after_that_job(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 Like scikit-learn's ``check_estimator``: a list of small ``check_<property>`` functions,
 each asserting one property of a method on a tiny synthetic fold and failing with a
 message that says what was found and what to change. :func:`iter_checks` runs them
-and yields one :class:`CheckResult` each; ``tests/test_conformance.py`` parametrises
+and yields one :class:`CheckResult` each; ``tests/test_conformance_checks.py`` parametrises
 the same checks over the registry. The method is fitted once (with its
 ``quick_overrides``) and deep-copied for every check that needs a fitted method.
 
@@ -50,7 +50,7 @@ from ..constants import N_CLASSES
 from ..datasets import Dataset, load_dataset
 from ..datasets.dataset import LabelledImages, PlateView, open_dataset
 from ..errors import BenchError
-from ..protocol.evaluation import LocalHost, _view_for, evaluate, target_views
+from ..protocol.evaluation import LocalHost, view_for, evaluate, target_views
 from ..protocol.method_calls import StageError
 from ..protocol.method_calls import check_probabilities as validate_probabilities
 from ..method_info import MethodInfo, info_of, method_info, plugin_folders, resolve_config
@@ -223,7 +223,7 @@ class CheckContext:
 
     def predict_plate(self, model: Method, view: PlateView, images: np.ndarray | None = None) -> np.ndarray:
         """``adapt`` on the view cut to the method's access level, then ``predict``; checked probabilities."""
-        cut = _view_for(model, view, self.data.dataset)
+        cut = view_for(model, view, self.data.dataset)
         call(lambda: model.adapt(cut), "adapt", view.plate)
         x = np.asarray(view.treated[:] if images is None else images)
         raw = call(lambda: model.predict(x), "predict", view.plate)

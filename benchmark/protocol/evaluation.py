@@ -1,10 +1,11 @@
 """Fit a method on one fold and score it, plate by plate; the labels never leave this module.
 
 For every evaluated plate the method gets a label-free :class:`PlateView` cut to its
-access level (``none``: nothing; ``controls``: the plate's DMSO images; ``unlabeled`` and
-``transductive``: its treated images in a shuffled order plus its DMSO images), then
-``predict`` on the plate's treated images; the evaluator un-shuffles the probabilities and
-scores them. Out of domain = every target plate of the fold; in domain = the held-out
+access level (:mod:`benchmark.protocol.access`; ``none``: nothing; ``controls``: the plate's DMSO
+images; ``unlabeled`` and ``transductive``: its treated images in a shuffled order plus its DMSO
+images), then ``predict`` on the plate's treated images; the evaluator un-shuffles the
+probabilities and scores them (:func:`benchmark.protocol.plate_scoring.score_plate`, the plate
+loop the scenarios share). Out of domain = every target plate of the fold; in domain = the held-out
 wells of each training plate, with that plate's DMSO images as context. A method of
 access ``transductive`` also gets, in ``fit``, label-free views of the out-of-domain
 target plates (``train.targets``).
@@ -20,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -28,11 +29,13 @@ import polars as pl
 from ..constants import N_CLASSES
 from ..datasets.dataset import Dataset, PlateView
 from ..errors import DataError
-from .method_calls import StageError, check_probabilities
 from ..metrics import accuracy, classification_metrics
 from ..methods.base import AccessLevel, Method
-from .orders import DEFAULT_ORDER_SCHEME, EVALUATION, TARGET_VIEWS, order_rng
 from ..splits import Fold
+from .access import handed
+from .method_calls import StageError
+from .orders import DEFAULT_ORDER_SCHEME, EVALUATION, TARGET_VIEWS, order_rng
+from .plate_scoring import MethodHost, score_plate
 
 PARTS = ("out_of_domain", "in_domain")
 @dataclass
@@ -63,31 +66,11 @@ def check_controls(dataset: Dataset, plates: list[str], method: type[Method] | M
                             "with access 'none' or a dataset whose plates carry DMSO wells")
 
 
-def _view_for(method: Method, full: PlateView, dataset: Dataset) -> PlateView:
-    """The part of a plate view the method's access level allows."""
+def view_for(method: Method, full: PlateView, dataset: Dataset) -> PlateView:
+    """The part of a plate view the method's access level allows (:func:`benchmark.protocol.access.handed`);
+    a part it may not see is an empty :class:`ImageArray` of ``dataset``."""
     empty = dataset.image_array(np.empty(0, dtype=np.int64))
-    if method.access.sees_treated:
-        return full
-    if method.access.sees_controls:
-        return PlateView(full.plate, empty, full.controls)
-    return PlateView(full.plate, empty, empty)
-
-
-class MethodHost(Protocol):
-    """Where a method runs: in this process (:class:`LocalHost`) or in a sealed worker."""
-
-    name: str
-    access: AccessLevel
-    min_controls: int
-
-    def fit(self, seed: int, targets: Sequence[PlateView]) -> None:
-        """``fit`` on the fold's training and validation sets (``targets``: transductive views); raises StageError."""
-
-    def adapt_predict(self, full: PlateView) -> Any:
-        """``adapt`` on ``full`` cut to the access level, then ``predict`` its treated images; raw output."""
-
-    def fit_report(self) -> dict[str, Any]:
-        """The method's fit report, once the plates are done."""
+    return PlateView(full.plate, *handed(method.access, full.treated, full.controls, lambda _part: empty))
 
 
 class LocalHost:
@@ -109,7 +92,7 @@ class LocalHost:
 
     def adapt_predict(self, full: PlateView) -> Any:
         try:
-            self.method.adapt(_view_for(self.method, full, self.dataset))
+            self.method.adapt(view_for(self.method, full, self.dataset))
         except Exception as exc:  # noqa: BLE001
             raise StageError("adapt", full.plate, exc) from exc
         try:
@@ -119,6 +102,11 @@ class LocalHost:
 
     def fit_report(self) -> dict[str, Any]:
         return dict(self.method.fit_report())
+
+
+def _controls_of(dataset: Dataset, plate: str) -> np.ndarray:
+    """The ids of every DMSO image of ``plate`` (index order)."""
+    return dataset.index.filter((pl.col("plate") == plate) & pl.col("is_control"))["image_id"].to_numpy()
 
 
 def _plates_of(dataset: Dataset, ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -173,13 +161,9 @@ def evaluate(host: MethodHost, dataset: Dataset, fold: Fold, seed: int, split_se
     ids_all, probs_all, part_all, plate_time = [], [], [], {}
     for part, plates in parts.items():
         for plate in sorted(plates):
-            t0 = time.perf_counter()
-            full, order = dataset.plate_view(plate, plates[plate], rng, with_controls=host.access.sees_controls)
-            shuffled = check_probabilities(host.adapt_predict(full), len(order), N_CLASSES, host.name, plate)
-            probs = np.empty_like(shuffled)
-            probs[order] = shuffled  # view element i is ids[order[i]]
-            probs_all.append(probs)
-            plate_time[plate] = time.perf_counter() - t0
+            scored = score_plate(host, dataset, plate, plates[plate], _controls_of(dataset, plate), rng)
+            probs_all.append(scored.probs)
+            plate_time[plate] = scored.seconds
             ids_all.append(plates[plate])
             part_all += [part] * len(plates[plate])
     ids = np.concatenate(ids_all) if ids_all else np.empty(0, dtype=np.int64)

@@ -2,7 +2,8 @@
 
 ``run_protocol`` resolves the method, its config and the device, builds the folds
 (:func:`benchmark.splits.make_folds`), and for each fold and seed fits, evaluates
-(:mod:`benchmark.protocol.evaluation`) and writes a record (:mod:`benchmark.records`). Every run's
+(:mod:`benchmark.protocol.evaluation`) and writes a record (:mod:`benchmark.records`; its header from
+:func:`benchmark.protocol.record_header.record_header`). Every run's
 method executes in a sealed worker process (:mod:`benchmark.sealed`) that sees only the
 fold's training and validation labels; this process keeps the labels, scores and writes
 the record. It is resumable: a run whose ok record already exists with the same config,
@@ -21,7 +22,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,11 @@ from ..datasets import Dataset, load_dataset
 from ..errors import BenchError, DataError, UnknownNameError
 from .evaluation import evaluate, target_views
 from .method_calls import StageError
-from .orders import DEFAULT_ORDER_SCHEME, check_scheme, orders_header, record_scheme
+from .orders import DEFAULT_ORDER_SCHEME, check_scheme, record_scheme
+from .record_header import record_header
 from ..results_folder import check_output_folder
-from ..records import (DEFAULT_RESULTS, FULL, QUICK, RECORD_FORMAT, clean_temp_files, environment_info, json_safe,
-                      read_record, record_path, run_dir, verify_predictions, write_record)
+from ..records import (DEFAULT_RESULTS, FULL, QUICK, RECORD_FORMAT, clean_temp_files, environment_info, read_record,
+                      record_path, run_dir, verify_predictions, write_record)
 from ..method_info import method_info, resolve_config
 from ..scenarios import SCENARIO_NAMES, parse_scenarios
 from ..scenarios.scoring import scenario_block_current
@@ -102,16 +103,6 @@ def select_folds(folds: list[Fold], wanted: Sequence[int] | None) -> list[Fold]:
         raise BenchError(f"fold(s) {', '.join(map(str, bad))} do not exist for split {folds[0].split}; "
                          f"valid folds: {', '.join(map(str, valid))}")
     return [f for f in folds if f.index in set(wanted)]
-
-
-def _fold_info(dataset: Dataset, fold: Fold, n_folds: int, split_seed: int) -> dict[str, Any]:
-    val_batches = dataset.index[fold.val_ids]["batch"].unique().sort().to_list()
-    return {"name": fold.split, "fold": fold.index, "n_folds": n_folds, "split_seed": split_seed,
-            "held_out": list(fold.held_out),
-            "held_out_kind": "source" if fold.split == "source_out" else "batch",
-            "validation_batches": val_batches, "description": fold.describe(),
-            "n_images": {"train": len(fold.train_ids), "val": len(fold.val_ids),
-                         "in_domain": len(fold.in_domain_ids), "target": len(fold.target_ids)}}
 
 
 def _shipped_encoder_changed(data: dict) -> bool:
@@ -246,7 +237,6 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
     rank = found.rank if found else 0
     if rank == 0:
         clean_temp_files(run_dir(results_dir, dataset.name, dataset.fingerprint, method, split))
-    config_json = info.config
     env = environment_info()
     runs = SealedRuns(dataset, split_seed, Limits(time_limit_s, memory_limit_gb), log=say)
     outcomes = []
@@ -254,7 +244,7 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
         for seed in seeds:
             path = record_path(results_dir, dataset.name, dataset.fingerprint, method, split, fold.index, seed, profile)
             tag = f"[{method} {split}] fold {fold.index} (held out {', '.join(fold.held_out)}) seed {seed}"
-            done, why, held = (record_is_current(path, config_json, dataset.fingerprint, split_seed, wanted,
+            done, why, held = (record_is_current(path, info.config, dataset.fingerprint, split_seed, wanted,
                                                  order_scheme) if rank == 0 else (False, "", ()))
             turn = coordinator.turn(tag, not done or force) if coordinator else None  # the others follow rank 0
             if not (turn.fit if turn is not None else not done or force):
@@ -266,20 +256,9 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
                 say(f"{tag}: recomputing ({why})")
             runs.store(fold)  # built (or found) once per fold, before its first worker starts
             say(f"{tag}: fitting on {len(fold.train_ids)} images, validating on {len(fold.val_ids)}")
-            header = {"record_format": RECORD_FORMAT, "profile": profile,
-                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      "method": {"name": method, "access": str(info.access),
-                                 "description": info.description, "origin": info.origin,
-                                 "config": config_json, "overrides": json_safe(dict(overrides or {})),
-                                 "preset": preset,
-                                 "quick_overrides": info.quick_overrides if quick else {}},
-                      "split": _fold_info(dataset, fold, len(all_folds), split_seed), "seed": seed,
-                      "dataset": {"name": dataset.name, "argument": str(argument),
-                                  "version": dataset.meta.version, "fingerprint": dataset.fingerprint,
-                                  "settings": json_safe(dict(dataset.meta.settings)),
-                                  "image_shape": list(dataset.image_shape)},
-                      "class_names": list(dataset.meta.class_names), "device": device, "environment": env,
-                      "orders": orders_header(order_scheme)}
+            header = record_header(info, dataset, fold, seed, n_folds=len(all_folds), split_seed=split_seed,
+                                   argument=argument, quick=quick, overrides=overrides, preset=preset, device=device,
+                                   environment=env, order_scheme=order_scheme)
             with turn.environment() if turn else nullcontext():  # the worker's group is this run's
                 host = runs.host(info, fold, device, verbose)
             if rank != 0:

@@ -158,10 +158,9 @@ def _view(method: ProfileMethod, dataset: Dataset, plate: str, treated: np.ndarr
           ) -> PlateView:
     """The plate's view cut to the method's access level, as the evaluator hands it."""
     from ..datasets.dataset import PlateView
+    from ..protocol.access import handed
 
-    empty = np.empty(0, dtype=np.int64)
-    return PlateView(plate, dataset.image_array(treated if method.access.sees_treated else empty),
-                     dataset.image_array(controls if method.access.sees_controls else empty))
+    return PlateView(plate, *map(dataset.image_array, handed(method.access, treated, controls)))
 
 
 def _plate_embeddings(method: ProfileMethod, dataset: Dataset, rows: pl.DataFrame, shown: pl.DataFrame,

@@ -3,9 +3,10 @@
 Called by :func:`benchmark.protocol.evaluation.evaluate` after the plain evaluation, on the same
 host (the same fitted model, in the same sealed worker). For each level and each target
 plate of the fold, every :class:`~benchmark.scenarios.base.PlateCase` becomes one
-adapt/predict call on an ordinary :class:`PlateView` (treated images shuffled, as in the
-plain evaluation, by :func:`benchmark.protocol.orders.order_rng` under the run's order scheme, which
-also keys the scenarios' cuts); the predictions are scored with :func:`benchmark.metrics.classification_metrics`.
+adapt/predict call on an ordinary :class:`PlateView`, by the plain evaluation's own plate loop
+(:func:`benchmark.protocol.plate_scoring.score_plate`: treated images shuffled by
+:func:`benchmark.protocol.orders.order_rng` under the run's order scheme, which also keys the
+scenarios' cuts); the predictions are scored with :func:`benchmark.metrics.classification_metrics`.
 
 A level's block says its ``status``: ``ok`` (scored), ``plain`` (the level is the plain
 evaluation: its metrics are copied), ``unchanged`` (the scenario changes nothing the
@@ -23,14 +24,15 @@ from typing import Any
 import numpy as np
 
 from ..constants import N_CLASSES
-from ..datasets.dataset import Dataset, PlateView
+from ..datasets.dataset import Dataset
 from ..errors import BenchError
-from ..protocol.method_calls import StageError, check_probabilities
 from ..metrics import classification_metrics
+from ..protocol.method_calls import StageError
 from ..protocol.orders import DEFAULT_ORDER_SCHEME, check_scheme, order_rng, scenario_purpose
+from ..protocol.plate_scoring import MethodHost, score_plate
 from ..splits import Fold
 from . import get_scenario
-from .base import PlateCase, Scenario
+from .base import Scenario
 from .controls import Controls
 from .label_shift import classes_present
 
@@ -48,7 +50,7 @@ def target_plates(dataset: Dataset, fold: Fold) -> dict[str, tuple[np.ndarray, n
     return out
 
 
-def run_scenarios(host: Any, dataset: Dataset, fold: Fold, seed: int, split_seed: int,
+def run_scenarios(host: MethodHost, dataset: Dataset, fold: Fold, seed: int, split_seed: int,
                   names: Sequence[str | Scenario], plain: dict[str, Any], fit_s: float, *,
                   order_scheme: str = DEFAULT_ORDER_SCHEME) -> dict[str, Any]:
     """One block per scenario (``{name: {description, levels: {level: block}}}``) for the fitted ``host``.
@@ -88,7 +90,7 @@ def scenario_block_current(name: str, block: Any) -> bool:
             and tuple(block.get("levels") or ()) == scenario.levels)
 
 
-def _level_block(host: Any, dataset: Dataset, fold: Fold, seed: int, split_seed: int, scenario: Scenario,
+def _level_block(host: MethodHost, dataset: Dataset, fold: Fold, seed: int, split_seed: int, scenario: Scenario,
                  level: str, plates: dict[str, tuple[np.ndarray, np.ndarray]], plain: dict[str, Any],
                  fit_s: float, order_scheme: str) -> dict[str, Any]:
     head = {"level": level, "what": scenario.describe_level(level)}
@@ -106,7 +108,8 @@ def _level_block(host: Any, dataset: Dataset, fold: Fold, seed: int, split_seed:
     try:
         for plate, (treated, controls) in plates.items():
             for case in scenario.cases(dataset, level, plate, treated, controls):
-                probs.append(_score_case(host, case, rng))
+                probs.append(score_plate(host, case.images, case.plate, case.treated_ids, case.control_ids,
+                                         rng).probs)
                 ids.append(case.treated_ids)
                 n_cases += 1
                 n_controls.append(len(case.control_ids))
@@ -124,7 +127,7 @@ def _level_block(host: Any, dataset: Dataset, fold: Fold, seed: int, split_seed:
             "seconds": round(seconds, 3), "share_of_fit": round(seconds / fit_s, 4) if fit_s > 0 else None}
 
 
-def _refusal(host: Any, scenario: Scenario, level: str) -> str | None:
+def _refusal(host: MethodHost, scenario: Scenario, level: str) -> str | None:
     """Why the method cannot take this level (its declared ``min_controls`` above the level's budget)."""
     if not isinstance(scenario, Controls):
         return None
@@ -133,17 +136,6 @@ def _refusal(host: Any, scenario: Scenario, level: str) -> str | None:
         return (f"method '{host.name}' needs at least {need} DMSO images per plate (its min_controls); "
                 f"this level gives {budget}")
     return None
-
-
-def _score_case(host: Any, case: PlateCase, rng: np.random.Generator) -> np.ndarray:
-    """Hand ``case`` to the method as a plate view (treated shuffled) and return probabilities in id order."""
-    order = rng.permutation(len(case.treated_ids))
-    controls = case.control_ids if host.access.sees_controls else case.control_ids[:0]
-    view = PlateView(case.plate, case.images.image_array(case.treated_ids[order]), case.images.image_array(controls))
-    shuffled = check_probabilities(host.adapt_predict(view), len(order), N_CLASSES, host.name, case.plate)
-    probs = np.empty_like(shuffled)
-    probs[order] = shuffled
-    return probs
 
 
 __all__ = ["BLOCK_FORMAT", "run_scenarios", "scenario_block_current", "target_plates"]

@@ -17,7 +17,8 @@ sandbox (:mod:`benchmark.sealed.sandbox`), and sets itself up in this order (:fu
 
 Then it answers the evaluator's messages (:mod:`benchmark.sealed.channel`: JSON headers and raw arrays, never
 pickle): ``fit`` (seed and, for a transductive method, the target plates' pixels), ``plate`` (one plate's
-treated images and controls: ``adapt`` on the view cut to the method's access level, then ``predict``),
+treated images and controls: ``adapt`` on the view cut to the method's access level by
+:func:`benchmark.protocol.access.handed`, then ``predict``),
 ``stop`` (the fit report, JSON values only). It never sees a target label, a well or an image id.
 
 ``fit`` of a built-in method runs inside :func:`benchmark.core.training.model_cache.fold_scope` with the fold's identity
@@ -45,6 +46,7 @@ from ..datasets.dataset import LabelledImages, PlateView
 from ..datasets.store import ArrayImages
 from ..errors import BenchError, UnknownNameError
 from ..core.training.model_cache import FoldIdentity, fold_scope
+from ..protocol.access import handed
 from . import audit, landlock, outbox
 from .audit import Policy
 from .channel import Channel, ChannelError, plain_json
@@ -279,9 +281,7 @@ class _Session:
 
     def _plate(self, fields: dict, arrays: list[np.ndarray]) -> tuple[str, dict, list[np.ndarray]]:
         plate, (treated, controls) = str(fields["plate"]), arrays
-        access = self.cls.access
-        view = PlateView(plate, ArrayImages(treated if access.sees_treated else treated[:0]),
-                         ArrayImages(controls if access.sees_controls else controls[:0]))
+        view = PlateView(plate, *map(ArrayImages, handed(self.cls.access, treated, controls)))
         images = np.array(treated)  # a new array, as the evaluator's own read would be
         self._call("adapt", plate, lambda: self.model.adapt(view))
         raw = self._call("predict", plate, lambda: self.model.predict(images))

@@ -11,7 +11,6 @@ import tomllib
 from pathlib import Path
 
 import _plugin_site
-import _toy_methods  # noqa: F401  (registers the _test_ methods)
 import numpy as np
 import pytest
 import tifffile
@@ -64,7 +63,7 @@ def write_raw_screen(raw: Path, size: int = 16) -> None:
                 tifffile.imwrite(folder / f"{well}_s1.tif", np.clip(pixels + 10 * s, 0, 255).astype(np.uint8))
 
 
-def test_a_dataset_plugin_is_listed_prepared_opened_and_run(tmp_path, clean_datasets, monkeypatch):
+def test_a_dataset_plugin_is_listed_prepared_opened_and_run(tmp_path, clean_datasets, monkeypatch, toy_methods):
     monkeypatch.setenv("PLATEBENCH_CACHE", str(tmp_path / "cache"))
     project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
     install(tmp_path / "site", project["name"], project["entry-points"][plugins.DATASETS_GROUP],

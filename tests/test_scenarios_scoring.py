@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import _toy_methods  # noqa: F401  (registers the _test_ methods)
 import numpy as np
 import pytest
 from _toy_methods import ControlStd
@@ -18,6 +17,8 @@ from benchmark.scenarios import SCENARIO_NAMES, get_scenario, parse_scenarios
 from benchmark.scenarios.label_shift import allocate, proportions
 from benchmark.scenarios.scoring import target_plates
 from benchmark.splits import make_folds
+
+pytestmark = pytest.mark.usefixtures("toy_methods")
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,10 @@ import hashlib
 import json
 import zlib
 
-import _toy_methods  # noqa: F401  (registers the _test_ methods)
 import numpy as np
 import polars as pl
 import pytest
-from _toy_methods import Centroid, CentroidConfig
+from _toy_methods import Centroid, CentroidConfig, PlateStd
 from typer.testing import CliRunner
 
 from benchmark.protocol import orders
@@ -32,10 +31,12 @@ from benchmark.protocol.orders import (EVALUATION, KEYED_V1, PUBLIC_V0, TARGET_V
                               record_scheme, scenario_purpose)
 from benchmark.protocol.loop import run_protocol
 from benchmark.records import read_record
-from benchmark.registry import register_method
+from benchmark.registry import registered
 from benchmark.scenarios import get_scenario
 from benchmark.scenarios.scoring import run_scenarios, target_plates
 from benchmark.splits import make_folds
+
+pytestmark = pytest.mark.usefixtures("toy_methods", "replay")
 
 LAYOUT = np.array([label for label, *_rest, wells in POSCONS for _ in wells])
 """The class of each treated image of a toy plate, in image-id order (one site per well): the fixed layout."""
@@ -47,7 +48,6 @@ class ReplayConfig(CentroidConfig):
     split_seed: int = 0
 
 
-@register_method
 class Replay(Centroid):
     """Re-draws the evaluator's public-v0 shuffle of each plate and reads the labels off the layout."""
 
@@ -70,6 +70,13 @@ class Replay(Centroid):
         if len(images) != len(LAYOUT):  # an in-domain plate (held-out wells): not replayed
             return super().predict(images)
         return np.eye(8)[LAYOUT[self.order_]]
+
+
+@pytest.fixture(scope="module")
+def replay():
+    """The replay cheater, registered while this module's tests run (a sealed worker finds it by its class name)."""
+    with registered(Replay):
+        yield Replay
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +267,7 @@ def test_adding_blocks_to_a_public_v0_record_redraws_the_whole_record(toy_datase
     assert any("redrawn under order scheme keyed-v1 (was public-v0)" in line for line in lines), lines
     data = read_record(more.path)
     assert data["orders"] == {"scheme": KEYED_V1} and set(data["scenarios"]) == {"label_shift", "support"}
-    local = fit_and_evaluate(_toy_methods.PlateStd(), toy_dataset, make_folds(toy_dataset.index, "source_out")[0], 0,
+    local = fit_and_evaluate(PlateStd(), toy_dataset, make_folds(toy_dataset.index, "source_out")[0], 0,
                             scenarios=("label_shift", "support"))
     assert data["scenarios"]["support"]["levels"]["8"]["metrics"]["accuracy"] == pytest.approx(
         local.scenarios["support"]["levels"]["8"]["metrics"]["accuracy"], abs=1e-12)

@@ -15,7 +15,7 @@ submitit = pytest.importorskip("submitit")
 
 from _jump_mirror import needs_real_metadata  # noqa: E402
 
-from test_jump_executors import IDS, _args, mirror, options_for, reference, same_dataset  # noqa: E402,F401
+from test_datasets_jump_executors import IDS, _args, mirror, options_for, reference, same_dataset  # noqa: E402,F401
 from test_sweep_slurm import fake_slurm  # noqa: E402,F401  (the fixture: a fake SLURM on PATH)
 
 from benchmark.datasets.dataset import META_FILE  # noqa: E402
@@ -24,7 +24,7 @@ from benchmark.datasets.jump.executors import ExecutorOptions  # noqa: E402
 from benchmark.datasets.jump.manifest import MANIFEST_FILE  # noqa: E402
 from benchmark.datasets.jump.slurm import PlateTask, job_key  # noqa: E402
 from benchmark.datasets.jump.units import PlateUnit  # noqa: E402
-from benchmark.sweep.slurm import RetriesExhausted, read_jobs  # noqa: E402
+from benchmark.slurm.jobs import RetriesExhausted, read_jobs  # noqa: E402
 from benchmark.slurm.config import SlurmConfig  # noqa: E402
 
 runner = CliRunner()

@@ -4,7 +4,6 @@ import json
 import math
 import shutil
 
-import _toy_methods  # noqa: F401  (registers the _test_ methods)
 import pytest
 from typer.testing import CliRunner
 
@@ -16,6 +15,7 @@ from benchmark.protocol.verify import (DEFAULT_TOLERANCE, MetricDiff, cheap_meth
                               environment_differences, headline_metrics, load_verifiable, rerun_settings,
                               sample_records)
 
+pytestmark = pytest.mark.usefixtures("toy_methods")
 runner = CliRunner()
 
 

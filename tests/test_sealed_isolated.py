@@ -262,7 +262,7 @@ def test_entry_points_that_take_a_taken_name_are_skipped_from_metadata(site):
 
 def test_leaderboard_counts_a_plugin_as_installed_without_importing_it(evil, tmp_path, monkeypatch):
     import benchmark.leaderboard.build as leaderboard
-    from test_leaderboard import fake
+    from test_leaderboard_build import fake
 
     seen = []
     screen = leaderboard.screen_records
@@ -279,7 +279,7 @@ def test_leaderboard_counts_a_plugin_as_installed_without_importing_it(evil, tmp
 
 
 def test_report_of_a_plugin_record_never_imports_it(evil, tmp_path):
-    from test_report import predictions, write_fake
+    from test_report_build import predictions, write_fake
 
     path = write_fake(tmp_path / "res", PLUGIN, 0, 0, predictions())
     result = runner.invoke(app, ["report", "--record", str(path), "--out", str(tmp_path / "out")])

@@ -201,9 +201,9 @@ def test_labelled_images_refuse_target_ids(toy_dataset):
 
 
 def test_the_evaluator_never_hands_a_none_method_the_plate(toy_dataset):
-    from benchmark.protocol.evaluation import _view_for
+    from benchmark.protocol.evaluation import view_for
 
     ids = toy_dataset.index.filter((pl.col("plate") == "src3_b0_p0") & ~pl.col("is_control"))["image_id"]
     full, _ = toy_dataset.plate_view("src3_b0_p0", ids.to_numpy(), np.random.default_rng(0))
-    cut = _view_for(Centroid(), full, toy_dataset)
+    cut = view_for(Centroid(), full, toy_dataset)
     assert isinstance(cut, PlateView) and len(cut.treated) == len(cut.controls) == 0

@@ -7,12 +7,13 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-import _cheaters  # noqa: F401  (registers the _cheat_ methods, as a plugin would: origin _cheaters)
+import _cheaters
 from _check_env import check_cache  # noqa: F401  (autouse fixture)
 from benchmark.cli import app
 from benchmark.conformance.checks import check_data, iter_checks
 from benchmark.registry import method_origin
 
+pytestmark = pytest.mark.usefixtures("toy_methods", "cheaters")
 runner = CliRunner()
 
 

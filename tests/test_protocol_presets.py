@@ -4,10 +4,10 @@ import dataclasses
 import importlib
 import json
 
-import _toy_methods  # noqa: F401  (registers the _test_ methods)
 import pytest
 from typer.testing import CliRunner
 
+from _toy_methods import TOY_METHODS
 from benchmark.cli import app
 from benchmark.errors import UnknownNameError
 from benchmark.methods.base import MethodConfig
@@ -83,8 +83,8 @@ def test_every_config_class_a_preset_names_exists(preset):
         assert isinstance(cls, type) and class_path(cls) == path, f"preset {preset.name}: no config class {path}"
 
 
-@pytest.mark.parametrize("name", sorted(available_methods()))
-def test_every_registered_method_accepts_every_preset(name):
+@pytest.mark.parametrize("name", sorted({*available_methods(), *(cls.name for cls in TOY_METHODS)}))
+def test_every_registered_method_accepts_every_preset(name, toy_methods):
     cls = get_method(name)
     for preset in PRESETS:
         config = resolve_config(cls, preset=preset)
@@ -107,7 +107,7 @@ def test_unknown_preset_lists_the_valid_ones():
         get_preset("nope")
 
 
-def test_preset_name_is_recorded_in_the_run_record(toy_dataset, tmp_path):
+def test_preset_name_is_recorded_in_the_run_record(toy_methods, toy_dataset, tmp_path):
     r = runner.invoke(app, ["run", "-m", "_test_centroid", "-s", "source_out", "--dataset", str(toy_dataset.root),
                             "--results", str(tmp_path / "res"), "--device", "cpu", "--folds", "0", "--seeds", "0",
                             "--preset", "paper", "-q"])

@@ -9,10 +9,13 @@ from _toy_methods import Centroid, ControlStd, PlateStd
 
 from benchmark.datasets.dataset import open_dataset, write_dataset
 from benchmark.errors import BenchError, MethodError, UnknownNameError
-from benchmark.protocol.evaluation import check_probabilities, fit_and_evaluate
+from benchmark.protocol.evaluation import fit_and_evaluate
+from benchmark.protocol.method_calls import check_probabilities
 from benchmark.protocol.loop import parse_overrides, resolve_config, resolve_device, run_protocol, select_folds
 from benchmark.records import load_records, read_predictions
 from benchmark.splits import make_folds
+
+pytestmark = pytest.mark.usefixtures("toy_methods")
 
 
 def run(ds, tmp_path, method, split="source_out", **kw):

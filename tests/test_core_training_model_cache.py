@@ -7,13 +7,16 @@ import dataclasses
 import json
 import os
 import struct
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from _method_data import split, view
-from benchmark.core.training.model_cache import FoldIdentity, SourceCache, code_version, current_fold, fold_scope, key_digest
+from benchmark.core.training.model_cache import (FoldIdentity, SourceCache, current_fold, fold_scope, key_digest,
+                                                 training_code_digest)
 from benchmark.methods.adabn import AdaBN
 from benchmark.methods.erm import ERM
 from benchmark.methods.tent import Tent
@@ -91,29 +94,37 @@ def test_an_entry_that_does_not_fit_the_model_is_retrained(tmp_path, capsys):
     assert "does not fit the model" in capsys.readouterr().err
 
 
-def test_fold_scope_and_code_version():
+def test_fold_scope_and_training_code_digest():
     assert current_fold() is None
     with fold_scope(_identity("/x")):
         assert current_fold().fold == 0 and "folder" not in current_fold().key()
     assert current_fold() is None
-    assert len(code_version()) == 64 and code_version() == code_version()
+    assert len(training_code_digest()) == 64 and training_code_digest() == training_code_digest()
 
 
-def test_code_version_leaves_out_only_existing_modules_no_training_module_imports():
-    from pathlib import Path
+def test_training_code_digest_covers_the_training_packages_only(tmp_path, monkeypatch):
+    """Editing a module of core/training or core/recipe changes the digest; editing core/profiles does not."""
+    import shutil
+    import sys
 
-    import benchmark.core as core
-    from benchmark.core.training.model_cache import _NOT_TRAINING
+    import benchmark
+    from benchmark.core.training import model_cache
 
-    folder = Path(core.__file__).parent
-    assert all((folder / name).is_file() for name in _NOT_TRAINING)  # the list names real modules
-    excluded = {name.removesuffix(".py") for name in _NOT_TRAINING}
-    for path in folder.glob("*.py"):
-        if path.name in _NOT_TRAINING:
-            continue
-        imports = {line.split()[1].lstrip(".") for line in path.read_text().splitlines()
-                   if line.startswith("from .") and not line.startswith("from ..")}
-        assert not imports & excluded, f"{path.name} imports {imports & excluded}: they shape training"
+    copy = tmp_path / "benchmark"
+    shutil.copytree(Path(benchmark.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import benchmark;"
+              "from benchmark.core.training.model_cache import training_code_digest; print(training_code_digest())")
+
+    def digest() -> str:
+        return subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    before = digest()
+    (copy / "core" / "profiles" / "tvn.py").write_text((copy / "core" / "profiles" / "tvn.py").read_text() + "# edit\n")
+    assert digest() == before
+    (copy / "core" / "recipe" / "new_axis.py").write_text("# a new module of the recipe package\n")
+    assert digest() != before
+    assert model_cache.training_code_digest() == model_cache.training_code_digest()
 
 
 # -- methods that start from ERM ----------------------------------------------------------------------------
@@ -169,7 +180,7 @@ def test_the_key_holds_the_fold_seed_erm_config_training_and_code(tmp_path):
         assert AdaBN(AdaBN.Config(**{**QUICK, "lr": 1e-3}))._source_key(0) != key
     with fold_scope(dataclasses.replace(_identity(tmp_path), fold=1)):
         assert method._source_key(0) != key
-    assert key["code"] == code_version() and key["training"]["validation"] == "RunningStats()"
+    assert key["code"] == training_code_digest() and key["training"]["validation"] == "RunningStats()"
     assert set(key["config"]) == {f.name for f in dataclasses.fields(ERM.Config)}
 
 

@@ -7,7 +7,6 @@ import multiprocessing
 import os
 from pathlib import Path
 
-import _toy_methods  # noqa: F401  (registers the _test_ methods)
 from _record_compare import untimed
 import pytest
 from rich.console import Console
@@ -24,6 +23,7 @@ from benchmark.sweep.progress import SweepProgress
 from benchmark.sweep.schedule import Schedule, order_units, priorities
 from benchmark.sweep.unit import UnitResult, run_unit
 
+pytestmark = pytest.mark.usefixtures("toy_methods_in_workers")
 runner = CliRunner()
 TOY = ("_test_centroid", "_test_plate_std")
 

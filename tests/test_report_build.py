@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from benchmark.cli import app
 from benchmark.core.profiles.corrections import NoCorrection
-from benchmark.core.profiles.pipeline import ProfileConfig, ProfileMethod
+from benchmark.methods._profile import ProfileConfig, ProfileMethod
 from benchmark.leaderboard.figure import save_figure
 from benchmark.methods.base import AccessLevel
 from benchmark.records import RECORD_FORMAT, load_records, predictions_path, record_path, write_record
@@ -209,7 +209,7 @@ def test_a_plugin_profile_method_is_not_refitted_unsealed(tmp_path, plugin_profi
     path = write_fake(tmp_path / "res", plugin_profile, 0, 0, predictions())
     r = bench("report", "--record", path, "--out", tmp_path / "out")
     assert r.exit_code == 1
-    assert (f"error: method '{plugin_profile}' comes from the plugin 'test_report': drawing its embeddings would "
+    assert (f"error: method '{plugin_profile}' comes from the plugin 'test_report_build': drawing its embeddings would "
             "run it unsealed") in r.stderr and "rerun with --no-embeddings" in r.stderr
     assert bench("report", "--record", path, "--out", tmp_path / "out", "--no-embeddings").exit_code == 0
 

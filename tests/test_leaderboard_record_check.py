@@ -4,7 +4,6 @@ import json
 import shutil
 from pathlib import Path
 
-import _toy_methods  # noqa: F401  (registers the _test_ methods)
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -15,6 +14,7 @@ from benchmark.leaderboard.build import DEFAULT_OUT
 from benchmark.leaderboard.record_check import check_record, compare, recompute
 from benchmark.records import load_records, predictions_path, read_record, write_record
 
+pytestmark = pytest.mark.usefixtures("toy_methods")
 runner = CliRunner()
 METHODS = ("_test_centroid", "_test_plate_std")
 

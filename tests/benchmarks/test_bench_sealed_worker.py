@@ -68,10 +68,10 @@ def test_worker_start_up(benchmark, datasets, baseline, runs):
                                 share_of_quick_run=round(benchmark.stats.stats.mean / baseline["seconds"], 4))
 
 
-def test_plate_hand_over(benchmark, datasets, baseline, runs):
+def test_plate_hand_over(benchmark, datasets, baseline, runs, toy_methods):
     """adapt + predict of one plate through the worker, minus the same in process, times the run's plates."""
     dataset = datasets[64]
-    cls = get_method("_test_centroid") if "_test_centroid" in _registered() else get_method("erm")
+    cls = get_method("_test_centroid")
     config = resolve_config(cls, quick=True)
     fold = _fold(dataset)
     plate = dataset.index[fold.target_ids]["plate"][0]
@@ -94,13 +94,3 @@ def test_plate_hand_over(benchmark, datasets, baseline, runs):
                                 in_process_s=round(in_process, 5), extra_per_plate_s=round(extra, 5),
                                 plates_per_run=baseline["plates"], baseline_s=round(baseline["seconds"], 3),
                                 share_of_quick_run=round(extra * baseline["plates"] / baseline["seconds"], 4))
-
-
-def _registered() -> set[str]:
-    from benchmark.registry import available_methods
-
-    try:
-        import _toy_methods  # noqa: F401  (the test methods, when the tests folder is importable)
-    except ImportError:
-        pass
-    return set(available_methods())
