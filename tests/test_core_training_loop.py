@@ -90,6 +90,13 @@ def test_one_cycle_warms_up_to_the_learning_rate_then_anneals(monkeypatch):
     assert lrs[0] == pytest.approx(0.01 / 25) and lrs[-1] < 0.01 / 100
 
 
+def test_one_cycle_over_four_steps_warms_up_over_two(monkeypatch):
+    """torch's one-cycle divides by zero when the warm-up is exactly one step (a quarter of 4): two steps then."""
+    lrs = _recorded_learning_rates(monkeypatch, TrainSettings(lr=0.01, max_epochs=1, patience=9, schedule="onecycle"),
+                                   n_batches=4)
+    assert len(lrs) == 4 and int(np.argmax(lrs)) == 1 and lrs[1] == pytest.approx(0.01)
+
+
 def test_constant_schedule_keeps_the_learning_rate(monkeypatch):
     lrs = _recorded_learning_rates(monkeypatch, TrainSettings(lr=0.003, max_epochs=2, patience=9))
     assert len(lrs) == 10 and np.all(lrs == 0.003)

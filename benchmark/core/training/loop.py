@@ -124,8 +124,11 @@ def _one_cycle(optimiser: torch.optim.Optimizer, settings: TrainSettings, epoch:
                           "from the epoch function")
     total = settings.max_epochs * max(1, math.ceil(len(epoch) / settings.grad_accum))
     peaks = [group["lr"] for group in optimiser.param_groups]  # settings.lr unless a group sets its own
+    # torch divides by the warm-up's length in steps minus one: 0 when it is exactly one step (4 steps in all);
+    # such a run (a tiny dataset) then warms up over two steps instead
+    warmup = WARMUP_FRACTION if WARMUP_FRACTION * total != 1 else 2 / total
     return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=peaks, total_steps=total,
-                                               pct_start=WARMUP_FRACTION, anneal_strategy="cos")
+                                               pct_start=warmup, anneal_strategy="cos")
 
 
 def seed_everything(seed: int) -> np.random.Generator:
