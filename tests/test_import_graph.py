@@ -8,7 +8,7 @@ submodules), and discovery by name (``importlib.import_module`` over the built-i
 methods, entry points), which is how registries find their members.
 
 The graph also keeps its layers (every import counts here too): ``benchmark.core`` imports
-no method and no harness package; inside core, ``training``, ``recipe``, ``encoders``,
+no method and no harness package; inside core, ``training``, ``recipe``, ``cells``, ``encoders``,
 ``profiles`` import only packages before them in that list; ``benchmark.datasets`` imports no
 harness package (``benchmark.slurm`` and the loose shared modules are allowed).
 """
@@ -82,7 +82,7 @@ HARNESS = ("protocol", "leaderboard", "report", "conformance", "sweep", "scenari
 ABOVE_CORE = ("methods", "protocol", "leaderboard", "report", "conformance", "sweep", "slurm", "sealed", "scenarios",
               "cli", "calibration")
 """What ``benchmark.core`` never imports: the methods built from it and the harness that runs them."""
-CORE_ORDER = ("training", "recipe", "encoders", "profiles")
+CORE_ORDER = ("training", "recipe", "cells", "encoders", "profiles")
 """The packages of ``benchmark.core``, bottom first: each imports only those before it."""
 FORBIDDEN = {
     "benchmark.core": tuple(f"benchmark.{p}" for p in ABOVE_CORE),

@@ -114,7 +114,7 @@ def test_blocks_of_a_method_that_sees_nothing_of_the_plate(toy_dataset, fold):
     assert result.scenarios["controls"]["levels"]["8"]["status"] == "unchanged"
     assert result.scenarios["support"]["levels"]["8"]["metrics"] == plain
     shift = result.scenarios["label_shift"]["levels"]
-    assert all(shift[lv]["status"] == "ok" for lv in shift)
+    assert all(shift[lv]["status"] == "ok" and shift[lv]["reused_plain_predictions"] for lv in shift)
     assert shift["inf"]["metrics"]["n_images"] < plain["n_images"]
     assert shift["0.01"]["classes_per_plate"] < shift["inf"]["classes_per_plate"]
     json.dumps(result.scenarios, allow_nan=True)  # JSON-ready

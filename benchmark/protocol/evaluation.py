@@ -147,7 +147,9 @@ def evaluate(host: MethodHost, dataset: Dataset, fold: Fold, seed: int, split_se
     :func:`benchmark.protocol.orders.order_rng` under ``order_scheme`` (``keyed-v1``: keyed by the full index, which the
     worker never sees; ``public-v0``: ``default_rng([split_seed, fold.index, seed, 7])``, for old records),
     whatever the host. Then, on the same fitted method, every level of each of ``scenarios``
-    (:mod:`benchmark.scenarios`), drawn under the same scheme.
+    (:mod:`benchmark.scenarios`), drawn under the same scheme; a method of access ``none`` is not called again for
+    a level that scores images it was scored on here (its probabilities are re-selected:
+    :mod:`benchmark.scenarios.scoring`).
     """
     parts = {"out_of_domain": _plates_of(dataset, fold.target_ids),
              "in_domain": _plates_of(dataset, fold.in_domain_ids)}
@@ -174,11 +176,13 @@ def evaluate(host: MethodHost, dataset: Dataset, fold: Fold, seed: int, split_se
     blocks: dict[str, Any] = {}
     timings = {"fit_s": fit_s, "adapt_predict_s": sum(plate_time.values()), "evaluate_s": evaluate_s}
     if scenarios:
-        from ..scenarios.scoring import run_scenarios
+        from ..scenarios.scoring import PlainPredictions, run_scenarios
 
         t0 = time.perf_counter()
+        target = np.asarray(part_all, dtype=str) == "out_of_domain"
         blocks = run_scenarios(host, dataset, fold, seed, split_seed, scenarios, metrics["out_of_domain"], fit_s,
-                               order_scheme=order_scheme)
+                               order_scheme=order_scheme,
+                               plain_predictions=PlainPredictions.of(dataset, ids[target], probs[target]))
         timings["scenarios_s"] = time.perf_counter() - t0
     return Evaluation(predictions=predictions, metrics=metrics, timings=timings, fit_report=host.fit_report(),
                       scenarios=blocks)

@@ -20,7 +20,7 @@ from ..sealed.limits import DEFAULT_TIME_LIMIT_S
 
 DEFAULT_METHODS: tuple[str, ...] = ("ben", "cs_arm_bn", "arm_bn", "deep_coral", "dann", "erm", "adabn", "tent",
                                     "deyo", "roid", "fm_tvn", "profile_harmony", "profile_combat", "profile_sphering",
-                                    "profile_mad", "profile_none", "intensity_stats")
+                                    "profile_mad", "profile_none", "intensity_stats", "cell_count")
 """The methods of the default leaderboard (``bench sweep`` without ``--methods``, ``scripts/run_leaderboard.sh``).
 
 Longest runs first on the CPU defaults (CS-ARM-BN: 96 images per step, BEN: 64), so that parallel

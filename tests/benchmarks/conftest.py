@@ -1,14 +1,17 @@
-"""The performance suite (pytest-benchmark): opt-in, never part of the default ``pytest`` run.
+"""The performance suite (pytest-benchmark): timed on request, run once as a smoke in every ``pytest`` run.
 
-Run it with (about 4 minutes on a 2-core CPU)::
+Timed (about 4 minutes on a 2-core CPU)::
 
     .venv/bin/pytest tests/benchmarks --benchmark-only --benchmark-json=perf.json
     .venv/bin/python scripts/perf_report.py perf.json          # -> docs/performance.md
 
-Without ``--benchmark-only`` (or ``--benchmark-enable``) the modules here are not even
-collected, so a plain ``pytest`` stays fast. Data: the synthetic
-simulator (generated once into the platebench cache) at the CPU default image size
-(64 px) and at the reference crop size (256 px).
+A plain ``pytest`` runs with ``--benchmark-disable`` (pyproject's ``addopts``): every benchmark
+runs its function once, untimed, on the smoke sizes (:data:`SMOKE_SIZES`, fixture ``smoke``), so a
+broken benchmark fails CI. ``--benchmark-only`` asks for timings, so this conftest lifts the
+``--benchmark-disable`` of ``addopts`` for it (pytest-benchmark refuses the two together);
+``--benchmark-enable`` does the same from anywhere. ``--benchmark-skip`` leaves the modules here
+uncollected. Data: the synthetic simulator (generated once into the platebench cache) at the CPU
+default image size (64 px) and at the reference crop size (256 px).
 """
 
 from __future__ import annotations
@@ -28,17 +31,38 @@ SIZES = {64: dict(size="tiny", sites_per_well=1, image_size=64),
          256: dict(size="tiny", n_sources=2, batches_per_source=1, plates_per_batch=1, sites_per_well=1,
                    image_size=256)}
 """Synthetic datasets of the suite by image side: 24 plates of 64 px, 2 plates of 256 px (64 sites each)."""
+SMOKE_SIZES = {64: dict(size="tiny", n_sources=2, batches_per_source=2, plates_per_batch=1, sites_per_well=1,
+                        image_size=48),
+               256: dict(size="tiny", n_sources=2, batches_per_source=1, plates_per_batch=1, sites_per_well=1,
+                         image_size=96)}
+"""The smoke run's datasets (``--benchmark-disable``): 4 plates of 48 px standing in for the 64 px set (the
+conformance checks' size: every method takes it), 2 plates of 96 px for the 256 px set (whose first generation
+takes ~80 s); the code paths are the same at any side."""
 
 
-def _enabled(config: pytest.Config) -> bool:
-    return bool(config.getoption("benchmark_only", False) or config.getoption("benchmark_enable", False))
+def is_smoke(config: pytest.Config) -> bool:
+    """Whether benchmarks run once, untimed (``--benchmark-disable`` without ``--benchmark-enable``)."""
+    return bool(config.getoption("benchmark_disable", False)) and not config.getoption("benchmark_enable", False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``--benchmark-only`` means timings: it lifts the ``--benchmark-disable`` of pyproject's ``addopts``."""
+    if config.getoption("benchmark_only", False) and config.getoption("benchmark_disable", False):
+        config.option.benchmark_enable = True
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """Do not even import the performance suite's modules unless benchmarks were asked for."""
-    if not _enabled(config) and collection_path.suffix == ".py" and collection_path.parent == HERE:
+    """Do not even import the performance suite's modules under ``--benchmark-skip``."""
+    skipped = config.getoption("benchmark_skip", False) and not config.getoption("benchmark_only", False)
+    if skipped and collection_path.suffix == ".py" and collection_path.parent == HERE:
         return True
     return None
+
+
+@pytest.fixture(scope="session")
+def smoke(request) -> bool:
+    """True when the suite runs as a smoke (each benchmark once, untimed): benchmarks pick their small sizes."""
+    return is_smoke(request.config)
 
 
 @pytest.fixture(autouse=True)
@@ -52,15 +76,19 @@ def _restore_threads():
 class _Datasets(dict):
     """The suite's synthetic datasets by image side, opened (or generated) on first use."""
 
+    def __init__(self, sizes: dict[int, dict]):
+        super().__init__()
+        self.sizes = sizes
+
     def __missing__(self, side: int) -> Dataset:
-        self[side] = load_dataset("synthetic", progress=False, **SIZES[side])
+        self[side] = load_dataset("synthetic", progress=False, **self.sizes[side])
         return self[side]
 
 
 @pytest.fixture(scope="session")
-def datasets() -> dict[int, Dataset]:
+def datasets(smoke) -> dict[int, Dataset]:
     """The suite's synthetic datasets by image side (cached in the platebench cache after the first run)."""
-    return _Datasets()
+    return _Datasets(SMOKE_SIZES if smoke else SIZES)
 
 
 @pytest.fixture(scope="session")

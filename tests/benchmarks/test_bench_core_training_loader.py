@@ -22,16 +22,18 @@ from ._bench_data import plates_of, subset
 
 CROPS = {64: 40, 256: 224}
 """Crop per image side: the CPU default (40 px of 64) and a reference-like crop of 256 px images."""
+SMOKE_CROPS = {64: 40, 256: 80}
+"""The same in the smoke run, whose "256 px" dataset is 96 px (tests/benchmarks/conftest.py)."""
 N_PLATES = 8
 
 
-def _setup(datasets, side):
+def _setup(datasets, side, crop):
     dataset = datasets[side]
     train = subset(dataset, plates_of(dataset)[:N_PLATES])
     ids = np.sort(np.concatenate([train.treated_ids(), train.control_ids()]))
     stats = channel_stats(train.read(ids[:256]))
     batches = plate_batches(train, 32, np.random.default_rng(0), n_controls=32)
-    return train, Preprocessor(stats, CROPS[side], "cpu", channels_last=True), batches
+    return train, Preprocessor(stats, crop, "cpu", channels_last=True), batches
 
 
 def _tiff_epoch(paths, train, preprocess, batches, rng, output):
@@ -58,10 +60,11 @@ def _consume(steps) -> int:
 @pytest.mark.parametrize("output", ["float32", "uint8"])
 @pytest.mark.parametrize("side", [64, 256])
 @pytest.mark.parametrize("source", ["packed_store", "tiff_per_site"])
-def test_loader(benchmark, datasets, tiff_sites, side, source, output):
+def test_loader(benchmark, datasets, tiff_sites, smoke, side, source, output):
     """One epoch of augmented, normalised plate batches (images/s = n_images / time)."""
     torch.set_num_threads(1)  # the ResNet methods' default (ConvNetConfig.threads)
-    train, preprocess, batches = _setup(datasets, side)
+    crop = (SMOKE_CROPS if smoke else CROPS)[side]
+    train, preprocess, batches = _setup(datasets, side, crop)
     paths = tiff_sites[side]
 
     def epoch():
@@ -74,5 +77,5 @@ def test_loader(benchmark, datasets, tiff_sites, side, source, output):
 
     n = benchmark.pedantic(epoch, rounds=3, warmup_rounds=1)
     benchmark.group = f"loader {side}px {output}"
-    benchmark.extra_info.update(kind="loader", source=source, side=side, crop=CROPS[side], output=output, n_images=n,
+    benchmark.extra_info.update(kind="loader", source=source, side=side, crop=crop, output=output, n_images=n,
                                 baseline="tiff_per_site")

@@ -16,6 +16,11 @@ from benchmark.core.training.backbones import create_backbone
 
 MODELS = {"resnet_micro": dict(batch=64, side=40, steps=5, rounds=3),   # CS-ARM-BN default: 32 treated + 32 DMSO
           "resnet50": dict(batch=2, side=256, steps=1, rounds=2)}       # reference model and crop, tiny batch
+SMOKE = {"resnet_micro": dict(batch=4, side=40, steps=1, rounds=1),
+         "resnet50": dict(batch=2, side=32, steps=1, rounds=1)}
+"""The smoke run's sizes (one small step each, on one thread: two threads on a busy 2-core machine take ~10x
+longer); a compiled variant there goes through dynamo with the eager backend, which checks the benchmark's code
+without paying inductor's compilation."""
 VARIANTS = [  # (model, threads, channels_last, precision, compiled)
     ("resnet_micro", 1, False, "fp32", False),
     ("resnet_micro", 1, True, "fp32", False),
@@ -35,11 +40,11 @@ def _label(v) -> str:
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_label)
-def test_train_step(benchmark, variant):
+def test_train_step(benchmark, smoke, variant):
     """Images/s of training steps = batch * steps / time."""
     model_name, threads, channels_last, precision, compiled = variant
-    spec = MODELS[model_name]
-    torch.set_num_threads(threads)
+    spec = (SMOKE if smoke else MODELS)[model_name]
+    torch.set_num_threads(1 if smoke else threads)
     torch.manual_seed(0)
     model = create_backbone(model_name).train()
     x = torch.randn(spec["batch"], 5, spec["side"], spec["side"])
@@ -50,7 +55,7 @@ def test_train_step(benchmark, variant):
     forward = model
     if compiled:
         try:
-            forward = torch.compile(model)
+            forward = torch.compile(model, backend="eager" if smoke else "inductor")
             forward(x)  # compile outside the timed rounds
         except Exception as exc:  # noqa: BLE001 - an unavailable compiler is a result, not a failure
             pytest.skip(f"torch.compile unavailable here: {type(exc).__name__}: {str(exc)[:120]}")

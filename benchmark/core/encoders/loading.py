@@ -3,7 +3,8 @@
 A spec string ``"<backend>"`` or ``"<backend>:<argument>"`` (e.g. ``"platebench-ssl"``,
 ``"timm:<path>"``) picks a registered backend in :func:`load_encoder`. The built-in
 backends are ``platebench-ssl`` (:mod:`~benchmark.core.encoders.ssl`) and ``timm``, ``hf``,
-``openphenom`` (:mod:`~benchmark.core.encoders.backends`); they register in
+``openphenom`` (:mod:`~benchmark.core.encoders.backends`) and ``cell-count``
+(:mod:`~benchmark.core.encoders.cell_count`); they register in
 :mod:`~benchmark.core.encoders.registry`, which also defines the :class:`Encoder` contract.
 """
 
@@ -18,7 +19,8 @@ _LOADED: dict[tuple[str, str], Encoder] = {}
 
 def _load_builtins() -> None:
     """Import the built-in backend modules (importing registers them)."""
-    from . import backends, ssl  # noqa: F401  (timm, hf, openphenom; platebench-ssl)
+    from . import backends, cell_count, ssl  # noqa: F401  (timm, hf, openphenom; cell-count; platebench-ssl)
+    from . import cellprofiler  # noqa: F401  (cellprofiler; cp_measure is imported only when it measures)
 
 
 def available_encoder_backends() -> list[str]:
