@@ -51,7 +51,8 @@ class ConvNetConfig(MethodConfig):
     patience: int = 3               # early stopping: epochs without a lower validation loss (reference: 20)
     grad_accum: int = 1             # mini-batches per optimiser step (reference: 8)
     schedule: str = "onecycle"      # learning rate: "onecycle" (warm-up, cosine to ~0) or "constant" (reference)
-    eval_batch_size: int = 256      # images per forward pass when no BN context is involved
+    eval_batch_size: int = 32       # images per forward pass when no BN context is involved (speed only: 32 keeps
+                                    # a pass in the CPU's caches, ~1.7x faster than 256; the paper preset: 256)
     stats_images: int = 2048        # training images sampled to compute per-channel mean/std
     channels_last: bool = True      # channels-last memory format (faster on CPU)
     threads: int = 1                # torch CPU threads (1: 2 threads are ~10x slower on a busy 2-core CPU); 0 = torch default

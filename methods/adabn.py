@@ -5,7 +5,7 @@ Access: ``unlabeled``. Training and model selection are ERM's (cross-entropy on 
 batches, BN running statistics learned over all training plates; ERM's config). At test
 time every BN layer's statistics are re-estimated on the target plate's treated images:
 the plate is forwarded with batch statistics and the statistics are averaged over its
-chunks (one chunk when the plate has at most ``eval_batch_size`` images), then every
+chunks (one chunk when the plate has at most :data:`PLATE_CHUNK` images), then every
 image is predicted in evaluation mode with those statistics. The weights never change;
 the plate is the target domain. In a sealed run the ERM model comes from the source-model
 cache when the fold's model of the same seed and config was trained before
@@ -23,6 +23,11 @@ from .base import AccessLevel
 from .erm import ERMConfig
 
 
+PLATE_CHUNK = 256
+"""Treated images per BN-statistics chunk of the target plate: the whole plate in one chunk up to this size (the
+reference estimates over the whole plate; the bound caps the memory of one forward pass)."""
+
+
 @register_method
 class AdaBN(ConvNetMethod):
     """ERM training; BN statistics re-estimated on each target plate's treated images."""
@@ -35,7 +40,7 @@ class AdaBN(ConvNetMethod):
     starts_from = ERMConfig  # trains exactly as ERM: a sealed run loads the fold's cached ERM model
 
     def recipe(self) -> Recipe:
-        whole_plate = PlateContext(n_treated=self.config.eval_batch_size)  # the plate's treated images, in chunks
+        whole_plate = PlateContext(n_treated=PLATE_CHUNK)  # the plate's treated images, in chunks
         return Recipe(batches=MixedBatches(self.config.batch_size),      # ERM's training ...
                       validation=RunningStats(),                         # ... and model selection
                       test=PlateStats(whole_plate, min_treated=2))

@@ -53,6 +53,16 @@ def test_nan_loss_stops_with_a_clear_message():
         train_model(torch.nn.Linear(3, 2), _batches(x, y), lambda m: 0.0, TrainSettings(), seed=0)
 
 
+def test_the_divergence_message_names_the_first_step_whose_loss_is_not_finite():
+    """The losses are read once per epoch; the error still names the first bad step, not a later one."""
+    x, y = torch.randn(4, 3), torch.randint(0, 2, (4,))
+    bad = x.clone()
+    bad[0] = float("inf")
+    steps = [(x, y), (x, y), (bad, y), (x, y), (x, y)]
+    with pytest.raises(MethodError, match=r"the training loss is (nan|inf) at epoch 1, step 3;"):
+        train_model(torch.nn.Linear(3, 2), lambda rng: iter(steps), lambda m: 0.0, TrainSettings(), seed=0)
+
+
 def test_context_images_with_target_minus_one_do_not_enter_the_loss():
     torch.manual_seed(0)
     x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _scenario_helpers import CountingHost, OwnScenario, fitted_host, small_synthetic  # noqa: F401 (a fixture)
 
 from benchmark.datasets.dataset import open_dataset
-from benchmark.protocol.evaluation import LocalHost, evaluate
+from benchmark.protocol.evaluation import evaluate
 from benchmark.registry import get_method
 from benchmark.scenarios import applicable
 from benchmark.scenarios.base import PlateCase
@@ -17,22 +18,6 @@ pytestmark = pytest.mark.usefixtures("toy_methods")
 
 TIMING = ("seconds", "share_of_fit", "reused_plain_predictions")
 """What a re-selected level may say differently from a re-run one: how long it took, and that it was re-selected."""
-
-
-class CountingHost(LocalHost):
-    """A :class:`LocalHost` that counts its ``adapt``/``predict`` calls."""
-
-    calls = 0
-
-    def adapt_predict(self, full):
-        self.calls += 1
-        return super().adapt_predict(full)
-
-
-def fitted_host(method, dataset, fold) -> CountingHost:
-    train = dataset.labelled(dataset.index[fold.train_ids])
-    method.fit(train, dataset.labelled(dataset.index[fold.val_ids]), 0)
-    return CountingHost(method, dataset, fold, fitted=True)
 
 
 def untimed(blocks: dict) -> dict:
@@ -83,25 +68,13 @@ def test_reselection_maps_by_image_whatever_order_a_case_lists_them(toy_dataset)
     assert plain.select(other_pixels) is None  # a twin (severity): other pixels, however alike the ids
 
 
-class _Rendered:
+class _Rendered(OwnScenario):
     """A severity-like scenario: every target plate again, its pixels read from another dataset object."""
 
-    name, levels, description = "rendered", ("again",), "the target plates read from another dataset object"
+    name, level, description = "rendered", "again", "the target plates read from another dataset object"
 
     def __init__(self, images):
         self.images = images
-
-    def not_applicable(self, dataset):
-        return None
-
-    def plain_level(self, dataset):
-        return None
-
-    def unchanged_for(self, access):
-        return False
-
-    def describe_level(self, level):
-        return "again"
 
     def cases(self, dataset, level, plate, treated_ids, control_ids):
         return [PlateCase(plate, treated_ids, control_ids, self.images)]
@@ -126,22 +99,12 @@ def test_levels_on_other_pixels_and_methods_that_see_the_plate_are_run(toy_datas
 
 
 # -- ERM on the simulator ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_synthetic(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PLATEBENCH_CACHE", str(tmp_path_factory.mktemp("reusecache")))
-    from benchmark.datasets.synthetic import load_synthetic
-
-    yield load_synthetic(size="tiny", batches_per_source=1, plates_per_batch=1, progress=False)
-    mp.undo()
-
-
-def test_erm_is_reselected_exactly_as_a_rerun_scores_it(tiny_synthetic):
-    fold = make_folds(tiny_synthetic.index, "source_out", 0)[0]
+def test_erm_is_reselected_exactly_as_a_rerun_scores_it(small_synthetic):
+    fold = make_folds(small_synthetic.index, "source_out", 0)[0]
     erm = get_method("erm")
-    host = fitted_host(erm(erm.Config(**{**erm.quick_overrides, "crop": 24})), tiny_synthetic, fold)
+    host = fitted_host(erm(erm.Config(**{**erm.quick_overrides, "crop": 24})), small_synthetic, fold)
     scenarios = ("label_shift", "controls", "support")
-    reused, rerun, reuse_calls, rerun_calls = reuse_against_rerun(host, tiny_synthetic, fold, scenarios)
+    reused, rerun, reuse_calls, rerun_calls = reuse_against_rerun(host, small_synthetic, fold, scenarios)
     assert untimed(reused) == untimed(rerun) and reuse_calls == 0 < rerun_calls
     assert all(entry["reused_plain_predictions"] for entry in reused["label_shift"]["levels"].values())
     assert {entry["status"] for name in ("controls", "support")

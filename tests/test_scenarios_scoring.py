@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from _scenario_helpers import OwnScenario, small_synthetic  # noqa: F401 (a fixture)
 from _toy_methods import ControlStd
 
 from benchmark.errors import BenchError, DataError
@@ -199,16 +200,6 @@ def test_every_scenario_has_levels_a_description_and_a_plain_level_among_its_lev
 
 
 # -- severity (simulator only) ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def small_synthetic(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PLATEBENCH_CACHE", str(tmp_path_factory.mktemp("sevcache")))
-    from benchmark.datasets.synthetic import load_synthetic
-
-    yield load_synthetic(size="tiny", batches_per_source=1, plates_per_batch=1, progress=False)
-    mp.undo()
-
-
 def test_severity_twins_hold_the_same_cells_and_only_the_microscope_changes(small_synthetic):
     severity = get_scenario("severity")
     assert severity.plain_level(small_synthetic) == "1"
@@ -251,22 +242,10 @@ def test_cli_scenarios_option_errors_name_the_scenario(toy_dataset, tmp_path):
     assert json.loads(record.read_text())["scenarios"] == {}
 
 
-class _FirstThree:
+class _FirstThree(OwnScenario):
     """An experiment's own scenario: the first 3 treated images of every plate, without its DMSO."""
 
-    name, levels, description = "first_three", ("3",), "the first 3 treated images of every plate"
-
-    def not_applicable(self, dataset):
-        return None
-
-    def plain_level(self, dataset):
-        return None
-
-    def unchanged_for(self, access):
-        return False
-
-    def describe_level(self, level):
-        return "3 images"
+    name, level, description = "first_three", "3", "the first 3 treated images of every plate"
 
     def cases(self, dataset, level, plate, treated_ids, control_ids):
         from benchmark.scenarios.base import PlateCase

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -142,16 +143,21 @@ def sweep(
                                  quick=quick, force=force, preset=preset, overrides=parse_overrides(set_ or []),
                                  time_limit_s=time_limit, memory_limit_gb=memory_limit, scenarios=scenarios,
                                  run_options=parse_pairs(run_option, "--run-option"))
+    planning = time.perf_counter()
     plan = make_plan(parse_names(methods, DEFAULT_METHODS), parse_names(splits, DEFAULT_SPLITS), fold_list,
                      seed_list, settings)
+    planned_s = time.perf_counter() - planning
     if dry_run:
+        from ..sweep.clock import expected
+
         _print_plan(plan)
+        typer.echo(expected(plan, 1 if executor == "debug" else n_jobs).line())
         return
     log_dir = logs if logs is not None else Path(results).parent / "logs"
     where = {"local": f"{n_jobs} worker process(es), logs in {log_dir}", "debug": "in this process",
              "slurm": "SLURM job arrays"}[executor]
     typer.echo(f"bench sweep: {plan.total} units, {len(plan.finished)} already recorded, {len(plan.todo)} to run "
-               f"({where}); records in {results}")
+               f"({where}); records in {results} (planned in {planned_s:.1f} s)")
     progress = run_sweep(plan, executor, jobs=n_jobs, logs=log_dir, slurm=slurm, wait=wait, fresh=process_per_unit)
     if executor == "slurm" and not wait:
         typer.echo(f"{len(plan.todo)} unit(s) queued or running on SLURM; follow them with squeue or sacct, or rerun "

@@ -39,6 +39,7 @@ from ..records import (DEFAULT_RESULTS, FULL, QUICK, RECORD_FORMAT, clean_temp_f
 from ..method_info import method_info, resolve_config
 from ..scenarios import SCENARIO_NAMES, parse_scenarios
 from ..scenarios.scoring import scenario_block_current
+from ..scenarios.severity import prepare_twins
 from ..sealed.executor import SealedHost
 from ..sealed.runs import warm_up
 from ..sealed.limits import DEFAULT_TIME_LIMIT_S, Limits
@@ -254,6 +255,9 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
                 continue
             if why:
                 say(f"{tag}: recomputing ({why})")
+            keep = tuple(n for n in SCENARIO_NAMES if n in set(wanted) | set(held))  # a re-run never drops a block
+            if rank == 0 and "severity" in keep:
+                prepare_twins(dataset)  # rendered (with progress) or opened before the run starts; once per process
             runs.store(fold)  # built (or found) once per fold, before its first worker starts
             say(f"{tag}: fitting on {len(fold.train_ids)} images, validating on {len(fold.val_ids)}")
             header = record_header(info, dataset, fold, seed, n_folds=len(all_folds), split_seed=split_seed,
@@ -265,7 +269,6 @@ def run_protocol(method: str, split: str, dataset: Dataset | str = "synthetic", 
                 outcomes += _fit_only(host, dataset, fold, seed, split_seed, path, say, f"{tag} (rank {rank})",
                                       order_scheme)
                 continue
-            keep = tuple(n for n in SCENARIO_NAMES if n in set(wanted) | set(held))  # a re-run never drops a block
             outcomes.append(_run_one(host, dataset, fold, seed, split_seed, header, path, say, tag, keep,
                                      replaces_ok=bool(held) or why.startswith("adding scenario"),
                                      order_scheme=order_scheme))

@@ -56,7 +56,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
                     "grad. accumulation 8; ERM-trained methods step after every batch of 64",
            {"backbone": "resnet50", "crop": 256, "eval_crop": 256, "lr": 1e-3, "schedule": "constant", "max_epochs": 200, "patience": 20,
             "grad_accum": 8,
-            "n_treated": 64, "batch_size": 64, "n_controls": 128},
+            "n_treated": 64, "batch_size": 64, "n_controls": 128, "eval_batch_size": 256},
            for_configs={"benchmark.methods.erm.ERMConfig": {"grad_accum": 1}}),  # ERM, AdaBN, TENT, DeYO, ROID
 ]}
 """Every preset by name (the one table)."""

@@ -6,7 +6,8 @@ once for its fingerprint and folds, and asks the protocol's own resume check (th
 ``run_protocol`` applies before each run) which units already have an ok record of the same config,
 data fingerprint and split seed: those are skipped. The records stay the single source of what is
 done. The rest is ordered longest first (:mod:`benchmark.sweep.schedule`), with run times taken
-from earlier records of the same method and split where there are some.
+from earlier records of the same method and split where there are some (they also give the sweep's
+expected wall time: :mod:`benchmark.sweep.clock`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class Plan:
     estimates: dict[Unit, float | None] = field(default_factory=dict)
     dataset: str = ""
     fingerprint: str = ""
+    scenarios: tuple[str, ...] = ()
+    """The scenarios every unit scores (names that apply to the dataset)."""
+    data: Any = field(default=None, repr=False, compare=False)
+    """The opened dataset (to prepare what every unit shares before they start, e.g. severity twins)."""
 
     @property
     def total(self) -> int:
@@ -113,12 +118,14 @@ def make_plan(methods: Sequence[str], splits: Sequence[str], folds: Sequence[int
     todo = [u for u in units if u not in done]
     waits = prerequisites(todo, {name: None if info.plugin else info.starts_from for name, info in infos.items()})
     estimates = recorded_seconds(todo, Path(settings.results_dir), dataset.name, profile)
-    return Plan(order_units(todo, waits, estimates), finished, waits, estimates, dataset.name, dataset.fingerprint)
+    return Plan(order_units(todo, waits, estimates), finished, waits, estimates, dataset.name, dataset.fingerprint,
+                tuple(wanted), dataset)
 
 
 def recorded_seconds(units: Sequence[Unit], results_dir: Path, dataset: str, profile: str) -> dict[Unit, float | None]:
-    """Each unit's expected run time: the median ``timings.total_s`` of the records of its method and split
-    (any data version of ``dataset``, the same profile) under ``results_dir``; None where there is none."""
+    """Each unit's expected run time: the median ``worker.wall_s`` (else ``timings.total_s``) of the ok records of
+    its method and split (any data version of ``dataset``, the same profile) under ``results_dir``; None where there
+    is none."""
     suffix = ".quick.json" if profile == "quick" else ".json"
     medians: dict[tuple[str, str], float | None] = {}
     for method, split in {(u.method, u.split) for u in units}:
@@ -127,7 +134,10 @@ def recorded_seconds(units: Sequence[Unit], results_dir: Path, dataset: str, pro
             if path.name.startswith(".") or (suffix == ".json") == path.name.endswith(".quick.json"):
                 continue
             try:
-                seconds = json.loads(path.read_text()).get("timings", {}).get("total_s")
+                data = json.loads(path.read_text())
+                if data.get("status") != "ok":
+                    continue
+                seconds = (data.get("worker") or {}).get("wall_s") or (data.get("timings") or {}).get("total_s")
             except (OSError, ValueError, AttributeError):
                 continue
             if isinstance(seconds, (int, float)) and seconds > 0:

@@ -4,7 +4,8 @@ While a sweep runs, a terminal shows one table, refreshed twice a second: how ma
 running, queued (SLURM), failed and skipped, the running units with their elapsed time and the
 latest failures. Each unit that ends also prints one line above it, so a log file or a pipe (no
 live table there) still gets one line per unit. At the end, :meth:`SweepProgress.summary` prints
-every unit that ran, with its accuracies, time and note, and the counts.
+every unit that ran, with its accuracies, time and note, the counts, and the sweep's wall time beside
+the expected one (:mod:`benchmark.sweep.clock`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .clock import Expected, actual_line
 from .grid import Unit
 from .unit import UnitResult
 
@@ -37,6 +39,7 @@ class SweepProgress:
         self.running: dict[Unit, float] = {}
         self.queued: set[Unit] = set()
         self.results: list[UnitResult] = []
+        self.expected: Expected | None = None  # the wall time expected of the units to run (set by run_sweep)
         self._start = time.monotonic()
         self._live: Live | None = None
 
@@ -58,6 +61,10 @@ class SweepProgress:
         self.console.print(self.line(result), highlight=False, soft_wrap=True)
 
     # -- views --------------------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        """Seconds since the sweep started."""
+        return time.monotonic() - self._start
+
     def counts(self) -> dict[str, int]:
         """done (recorded now), skipped (already recorded before or by the protocol), failed, running, queued."""
         ran = {s: sum(r.status == s for r in self.results) for s in ("ok", "skipped", "failed")}
@@ -120,7 +127,9 @@ class SweepProgress:
         unfinished = self.total - c["done"] - c["skipped"] - c["failed"]
         tail = f", {unfinished} not finished" if unfinished else ""
         self.console.print(f"{c['done']} done, {c['skipped']} skipped (already recorded), {c['failed']} failed{tail}, "
-                           f"of {self.total} units, in {time.monotonic() - self._start:.1f} s", highlight=False)
+                           f"of {self.total} units, in {self.elapsed():.1f} s", highlight=False)
+        if self.results:
+            self.console.print(actual_line(self.elapsed(), self.expected), highlight=False, soft_wrap=True)
 
     # -- the live display ---------------------------------------------------------------------------------
     def __enter__(self) -> SweepProgress:

@@ -57,9 +57,10 @@ channel and direction); granularity runs without subsampling on a spectrum suite
 (CellProfiler's 0.25 subsampling would leave 16 px).
 
 Nothing is learned: :attr:`CellProfilerEncoder.weights_digest` (the embedding cache's key) is a
-SHA-256 of the settings, the feature names, the source of this module and of the segmentation,
-and the versions of cp_measure and its numerics libraries. Registered as the ``cellprofiler``
-encoder backend by :mod:`benchmark.core.encoders.cellprofiler` (``cells`` sits below ``encoders``).
+SHA-256 of the settings, the feature names, the source of this module, of the segmentation and of
+:mod:`~benchmark.core.cells.featuriser`, and the versions of cp_measure and its numerics libraries.
+Registered as the ``cellprofiler`` encoder backend by :mod:`benchmark.core.encoders.cellprofiler`
+(``cells`` sits below ``encoders``).
 """
 
 from __future__ import annotations
@@ -68,19 +69,17 @@ import dataclasses
 import functools
 import hashlib
 import importlib.metadata
-import importlib.util
 import itertools
-import json
 import time
 import warnings
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from ...constants import CHANNELS
 from ...errors import BenchError
+from .featuriser import CellFeaturiser
 from .segmentation import Segmentation, segment
 
 NAME = "cellprofiler"
@@ -96,7 +95,6 @@ COMPARTMENTS = {"intensity": ("Nuclei", "Cells", "Cytoplasm"), "sizeshape": ("Nu
 """The compartments each family measures."""
 DROPPED = ("Location_", "Center_", "BoundingBoxMinimum_", "BoundingBoxMaximum_", "SpatialMoment_")
 """cp_measure outputs left out (prefixes): positions in the image, not morphology."""
-_CODE = ("benchmark.core.cells.segmentation", "benchmark.core.cells.cellprofiler")
 _LIBRARIES = ("cp_measure", "centrosome", "mahotas", "scikit-image", "scipy", "numpy")
 
 
@@ -153,14 +151,20 @@ def _usable(key: str) -> bool:
     return not any(key.startswith(p) or f"_{p}" in key for p in DROPPED)
 
 
-def _intensity(objects: dict[str, np.ndarray], pixels: np.ndarray, s: Settings) -> Measured:
-    core, out = _cp()[0], {}
-    for comp in COMPARTMENTS["intensity"]:
+def _per_channel(family: str, function: str, objects: dict[str, np.ndarray], pixels: np.ndarray,
+                 **options: Any) -> Iterator[tuple[str, str, Measured]]:
+    """``(compartment, channel, measured)``: cp_measure's core ``function`` with ``options`` on every channel of
+    every compartment that ``family`` measures (compartments first, channels in :data:`CHANNELS` order)."""
+    core = _cp()[0]
+    for comp in COMPARTMENTS[family]:
         for c, channel in enumerate(CHANNELS):
-            for key, values in core["intensity"](objects[comp], pixels[c]).items():
-                if _usable(key):
-                    out[f"{comp}_{key}_{channel}"] = values
-    return out
+            yield comp, channel, core[function](objects[comp], pixels[c], **options)
+
+
+def _intensity(objects: dict[str, np.ndarray], pixels: np.ndarray, s: Settings) -> Measured:
+    return {f"{comp}_{key}_{channel}": values
+            for comp, channel, measured in _per_channel("intensity", "intensity", objects, pixels)
+            for key, values in measured.items() if _usable(key)}
 
 
 def _sizeshape(objects: dict[str, np.ndarray], pixels: np.ndarray, s: Settings) -> Measured:
@@ -175,39 +179,33 @@ def _sizeshape(objects: dict[str, np.ndarray], pixels: np.ndarray, s: Settings) 
 
 def _texture(objects: dict[str, np.ndarray], pixels: np.ndarray, s: Settings) -> Measured:
     """Haralick features averaged over the 4 directions: ``<comp>_Texture_<feature>_<channel>_<scale>_<levels>``."""
-    core, out = _cp()[0], {}
-    for comp in COMPARTMENTS["texture"]:
-        for c, channel in enumerate(CHANNELS):
-            by_feature: dict[str, list[np.ndarray]] = {}
-            for key, values in core["texture"](objects[comp], pixels[c], scale=s.texture_scale,
-                                               gray_levels=s.texture_gray_levels).items():
-                by_feature.setdefault(key.split("_")[0], []).append(np.asarray(values, dtype=np.float64))
-            for feature, directions in by_feature.items():
-                out[f"{comp}_Texture_{feature}_{channel}_{s.texture_scale}_{s.texture_gray_levels}"] = \
-                    np.mean(directions, axis=0)
+    out = {}
+    for comp, channel, measured in _per_channel("texture", "texture", objects, pixels, scale=s.texture_scale,
+                                                gray_levels=s.texture_gray_levels):
+        by_feature: dict[str, list[np.ndarray]] = {}
+        for key, values in measured.items():
+            by_feature.setdefault(key.split("_")[0], []).append(np.asarray(values, dtype=np.float64))
+        for feature, directions in by_feature.items():
+            out[f"{comp}_Texture_{feature}_{channel}_{s.texture_scale}_{s.texture_gray_levels}"] = \
+                np.mean(directions, axis=0)
     return out
 
 
 def _granularity(objects: dict[str, np.ndarray], pixels: np.ndarray, s: Settings) -> Measured:
-    core, out = _cp()[0], {}
-    for comp in COMPARTMENTS["granularity"]:
-        for c, channel in enumerate(CHANNELS):
-            measured = core["granularity"](objects[comp], pixels[c], subsample_size=s.granularity_subsample,
-                                           image_sample_size=s.granularity_background_sample,
-                                           element_size=s.granularity_element_size,
-                                           granular_spectrum_length=s.granularity_spectrum)
-            for key, values in measured.items():  # Granularity_<k>
-                out[f"{comp}_{key}_{channel}"] = values
-    return out
+    measured = _per_channel("granularity", "granularity", objects, pixels, subsample_size=s.granularity_subsample,
+                            image_sample_size=s.granularity_background_sample,
+                            element_size=s.granularity_element_size, granular_spectrum_length=s.granularity_spectrum)
+    return {f"{comp}_{key}_{channel}": values  # Granularity_<k>
+            for comp, channel, by_key in measured for key, values in by_key.items()}
 
 
 def _radial(objects: dict[str, np.ndarray], pixels: np.ndarray, s: Settings) -> Measured:
-    core, out = _cp()[0], {}
-    for comp in COMPARTMENTS["radial"]:
-        for c, channel in enumerate(CHANNELS):
-            for key, values in core["radial_distribution"](objects[comp], pixels[c], bin_count=s.radial_bins).items():
-                category, feature, ring = key.split("_")  # RadialDistribution_FracAtD_1of4
-                out[f"{comp}_{category}_{feature}_{channel}_{ring}"] = values
+    out = {}
+    for comp, channel, measured in _per_channel("radial", "radial_distribution", objects, pixels,
+                                                bin_count=s.radial_bins):
+        for key, values in measured.items():
+            category, feature, ring = key.split("_")  # RadialDistribution_FracAtD_1of4
+            out[f"{comp}_{category}_{feature}_{channel}_{ring}"] = values
     return out
 
 
@@ -300,8 +298,11 @@ def _version(package: str) -> str:
         return "missing"
 
 
-class CellProfilerEncoder:
+class CellProfilerEncoder(CellFeaturiser):
     """CellProfiler features per image (median over cells), an :class:`~benchmark.core.encoders.registry.Encoder`."""
+
+    code = ("benchmark.core.cells.segmentation", "benchmark.core.cells.featuriser",
+            "benchmark.core.cells.cellprofiler")
 
     def __init__(self, settings: Settings = Settings()):
         self.settings = settings
@@ -313,33 +314,18 @@ class CellProfilerEncoder:
         self.images = 0                     # images measured so far
         self._memo: dict[bytes, np.ndarray] = {}  # features by SHA-256 of the image: each image is measured once
 
-    @functools.cached_property
-    def weights_digest(self) -> str:
-        """SHA-256 of the settings, the feature names, the source of the cell modules and the libraries' versions."""
-        params = {"settings": dataclasses.asdict(self.settings), "features": self.features,
-                  "versions": {p: _version(p) for p in _LIBRARIES}}
-        sha = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-        for module in _CODE:
-            spec = importlib.util.find_spec(module)
-            if spec is None or spec.origin is None:
-                raise RuntimeError(f"cannot find the source of {module} for the cellprofiler digest")
-            sha.update(module.encode() + b"\0" + Path(spec.origin).read_bytes() + b"\0")
-        return sha.hexdigest()
+    def featurise(self, image: np.ndarray) -> np.ndarray:
+        """The features of one image, measured once per distinct image (by its SHA-256)."""
+        key = hashlib.sha256(np.ascontiguousarray(image)).digest()
+        if key not in self._memo:
+            self._memo[key] = image_features(image, self.settings, self.timings)
+            self.images += 1
+        return self._memo[key]
 
-    def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Features ``(N, dim)`` float32 of uint8 images ``(N, 5, H, W)`` (``batch_size`` is not used)."""
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[1] != len(CHANNELS) or images.dtype != np.uint8:
-            raise BenchError(f"encoder {self.name} takes uint8 images (N, {len(CHANNELS)}, H, W) in the channel "
-                             f"order {CHANNELS}, got {images.dtype} {images.shape}")
-        out = np.empty((len(images), self.dim), dtype=np.float32)
-        for i, image in enumerate(images):
-            key = hashlib.sha256(np.ascontiguousarray(image)).digest()
-            if key not in self._memo:
-                self._memo[key] = image_features(image, self.settings, self.timings)
-                self.images += 1
-            out[i] = self._memo[key]
-        return out
+    def digest_params(self) -> dict[str, Any]:
+        """The settings, the feature names and the versions of cp_measure and its numerics libraries."""
+        return {"settings": dataclasses.asdict(self.settings), "features": self.features,
+                "versions": {p: _version(p) for p in _LIBRARIES}}
 
     def cost(self) -> dict[str, Any]:
         """Milliseconds per image so far, in total and for segmentation and each family."""

@@ -12,24 +12,21 @@ Specs: ``cell-count`` (the count alone, ``dim = 1``) and ``cell-count:areas`` (t
 five area fractions, ``dim = 6``). Nothing is learned: the features depend only on the pixels, the
 parameters and this code, so :attr:`CellCountEncoder.weights_digest` (the embedding cache's key,
 with the profile pipeline's own code digest) is a SHA-256 of the parameters, the source of this
-module and of :mod:`~benchmark.core.cells.segmentation`, and the versions of numpy, scipy and
-scikit-image. Registered as an encoder backend by :mod:`benchmark.core.encoders.cell_count`
-(``cells`` sits below ``encoders`` in core's layers).
+module, of :mod:`~benchmark.core.cells.segmentation` and of :mod:`~benchmark.core.cells.featuriser`,
+and the versions of numpy, scipy and scikit-image. Registered as an encoder backend by
+:mod:`benchmark.core.encoders.cell_count` (``cells`` sits below ``encoders`` in core's layers).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.util
-import json
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from ...constants import CHANNELS
 from ...errors import BenchError
+from .featuriser import CellFeaturiser
 from .segmentation import MIN_AREA, MIN_CONTRAST, MIN_DISTANCE, NUCLEI, SIGMA, segment_nuclei, skimage
 
 NAME = "cell-count"
@@ -37,7 +34,6 @@ AREAS = "areas"
 """The backend's name and its one argument."""
 AREA_SIGMA = 1.0
 """Gaussian smoothing (pixels) of a channel before its area fraction is thresholded."""
-_CODE = ("benchmark.core.cells.segmentation", "benchmark.core.cells.count")
 
 
 def feature_names(areas: bool = False) -> list[str]:
@@ -67,8 +63,10 @@ def _skimage_version() -> str:
     return version("scikit-image")
 
 
-class CellCountEncoder:
+class CellCountEncoder(CellFeaturiser):
     """Nuclei count (and area fractions) per image, an :class:`~benchmark.core.encoders.registry.Encoder`."""
+
+    code = ("benchmark.core.cells.segmentation", "benchmark.core.cells.featuriser", "benchmark.core.cells.count")
 
     def __init__(self, areas: bool = False):
         self.areas = areas
@@ -76,32 +74,16 @@ class CellCountEncoder:
         self.features = feature_names(areas)
         self.dim = len(self.features)
 
-    @functools.cached_property
-    def weights_digest(self) -> str:
-        """SHA-256 of the parameters, the source of the cell modules and the numerics libraries' versions."""
+    def featurise(self, image: np.ndarray) -> np.ndarray:
+        return image_features(image, self.areas)
+
+    def digest_params(self) -> dict[str, Any]:
+        """The parameters and the versions of numpy, scipy and scikit-image."""
         import scipy
 
-        params = {"features": self.features, "sigma": SIGMA, "min_distance": MIN_DISTANCE, "min_area": MIN_AREA,
-                  "min_contrast": MIN_CONTRAST, "area_sigma": AREA_SIGMA, "numpy": np.__version__,
-                  "scipy": scipy.__version__, "scikit-image": _skimage_version()}
-        sha = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-        for module in _CODE:
-            spec = importlib.util.find_spec(module)
-            if spec is None or spec.origin is None:
-                raise RuntimeError(f"cannot find the source of {module} for the cell-count digest")
-            sha.update(module.encode() + b"\0" + Path(spec.origin).read_bytes() + b"\0")
-        return sha.hexdigest()
-
-    def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Features ``(N, dim)`` float32 of uint8 images ``(N, 5, H, W)`` (``batch_size`` is not used)."""
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[1] != len(CHANNELS) or images.dtype != np.uint8:
-            raise BenchError(f"encoder {self.name} takes uint8 images (N, {len(CHANNELS)}, H, W) in the channel "
-                             f"order {CHANNELS}, got {images.dtype} {images.shape}")
-        out = np.empty((len(images), self.dim), dtype=np.float32)
-        for i, image in enumerate(images):
-            out[i] = image_features(image, self.areas)
-        return out
+        return {"features": self.features, "sigma": SIGMA, "min_distance": MIN_DISTANCE, "min_area": MIN_AREA,
+                "min_contrast": MIN_CONTRAST, "area_sigma": AREA_SIGMA, "numpy": np.__version__,
+                "scipy": scipy.__version__, "scikit-image": _skimage_version()}
 
 
 def cell_count_encoder(argument: str | None, device: str) -> CellCountEncoder:

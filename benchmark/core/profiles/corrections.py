@@ -61,14 +61,18 @@ def check_controls(plate: str, controls: np.ndarray, what: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- pure functions
 
+def centre_scale(centre: np.ndarray, scale: np.ndarray) -> Transform:
+    """``x -> (x - centre) / scale`` per feature, computed in float64 and returned as float32."""
+    return lambda x: ((np.asarray(x, dtype=np.float64) - centre) / scale).astype(np.float32)
+
+
 def robust_mad(controls: np.ndarray, epsilon: float = 1e-18) -> Transform:
     """pycytominer's ``RobustMAD`` fitted on ``controls``: ``x -> (x - median) / (1.4826 MAD + epsilon)``."""
     import pandas as pd
 
     transform = require("pycytominer.operations.transform", "pycytominer>=1.7", "robust MAD normalisation")
     fitted = transform.RobustMAD(epsilon=epsilon).fit(pd.DataFrame(np.asarray(controls, dtype=np.float64)))
-    median, scale = fitted.median.to_numpy(), fitted.mad.to_numpy() + epsilon
-    return lambda x: ((np.asarray(x, dtype=np.float64) - median) / scale).astype(np.float32)
+    return centre_scale(fitted.median.to_numpy(), fitted.mad.to_numpy() + epsilon)
 
 
 def zca_cor(controls: np.ndarray, epsilon: float = 1e-6) -> Transform:
@@ -193,10 +197,14 @@ class _PerPlate(Correction):
     normalising, pycytominer ``feature_select``). A kept feature that is constant on the DMSO of a
     plate ``fit`` did not see is centred on that plate's DMSO and scaled by the median spread
     over the plates ``fit`` saw (:meth:`borrowed`); the others get the plate's own correction.
-    Without ``fit`` every feature is kept and nothing is borrowed.
+    Without ``fit`` every feature is kept and nothing is borrowed. ``epsilon`` is the subclass's
+    guard against a division by zero in its own correction.
     """
 
     what = "a per-plate correction"
+
+    def __init__(self, epsilon: float):
+        self.epsilon = epsilon
 
     @staticmethod
     @abstractmethod
@@ -247,7 +255,7 @@ class _PerPlate(Correction):
     def describe(self) -> dict[str, Any]:
         kept = getattr(self, "features_", None)
         return {"correction": self.name, "features_kept": None if kept is None else int(kept.sum()),
-                "features_dropped": None if kept is None else int((~kept).sum())}
+                "features_dropped": None if kept is None else int((~kept).sum()), "epsilon": self.epsilon}
 
 
 class PlateMAD(_PerPlate):
@@ -257,7 +265,7 @@ class PlateMAD(_PerPlate):
     what = "robust MAD normalisation"
 
     def __init__(self, epsilon: float = 1e-18):
-        self.epsilon = epsilon
+        super().__init__(epsilon)
 
     @staticmethod
     def spread(controls: np.ndarray) -> np.ndarray:
@@ -265,14 +273,10 @@ class PlateMAD(_PerPlate):
 
     @staticmethod
     def borrowed(controls: np.ndarray, spread: np.ndarray) -> Transform:
-        median, scale = np.median(controls, axis=0), 1.4826 * spread
-        return lambda x: ((np.asarray(x, dtype=np.float64) - median) / scale).astype(np.float32)
+        return centre_scale(np.median(controls, axis=0), 1.4826 * spread)
 
     def _fit_plate(self, controls: np.ndarray) -> Transform:
         return robust_mad(controls, self.epsilon)
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "epsilon": self.epsilon}
 
 
 class PlateSphering(_PerPlate):
@@ -282,7 +286,7 @@ class PlateSphering(_PerPlate):
     what = "ZCA-cor sphering"
 
     def __init__(self, epsilon: float = 1e-6):
-        self.epsilon = epsilon
+        super().__init__(epsilon)
 
     @staticmethod
     def spread(controls: np.ndarray) -> np.ndarray:
@@ -290,14 +294,10 @@ class PlateSphering(_PerPlate):
 
     @staticmethod
     def borrowed(controls: np.ndarray, spread: np.ndarray) -> Transform:
-        mean = controls.mean(axis=0)
-        return lambda x: ((np.asarray(x, dtype=np.float64) - mean) / spread).astype(np.float32)
+        return centre_scale(controls.mean(axis=0), spread)
 
     def _fit_plate(self, controls: np.ndarray) -> Transform:
         return zca_cor(controls, self.epsilon)
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "epsilon": self.epsilon}
 
 
 class _Joint(Correction):

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from ...errors import MethodError
+from ...source_digest import source_digest
 from ..encoders.loading import load_encoder
 
 ERM_SPEC = "erm"
@@ -56,13 +55,7 @@ class Featuriser(Protocol):
 @functools.lru_cache(maxsize=1)
 def code_digest() -> str:
     """SHA-256 of the source of the modules that shape an embedding, with the versions of torch and numpy."""
-    h = hashlib.sha256(f"torch {torch.__version__} numpy {np.__version__}".encode())
-    for name in _CODE:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise RuntimeError(f"cannot find the source of {name} for the embedding cache's key")
-        h.update(name.encode() + b"\0" + Path(spec.origin).read_bytes() + b"\0")
-    return h.hexdigest()
+    return source_digest(_CODE, f"torch {torch.__version__} numpy {np.__version__}")
 
 
 def state_digest(module: torch.nn.Module) -> str:

@@ -147,6 +147,20 @@ def _check_finite(value: float, what: str, epoch: int, step: int | None, lr: flo
                           f"(lr={lr:g}) or check the input images for NaN/inf")
 
 
+def _epoch_loss(step_losses: list[torch.Tensor], epoch: int, lr: float) -> float:
+    """The sum of an epoch's step losses, read from the device once; raises at the first step whose loss is
+    NaN or infinite (the optimiser has taken the rest of the epoch's steps by then, which changes nothing: the
+    run fails)."""
+    if not step_losses:
+        return 0.0
+    values = torch.stack(step_losses).double().cpu()
+    bad = torch.nonzero(~torch.isfinite(values))
+    if len(bad):
+        step = int(bad[0, 0])
+        _check_finite(float(values[step]), "the training loss", epoch, step + 1, lr)
+    return float(values.sum())
+
+
 def _optimiser_step(optimiser: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None,
                     world: World) -> None:
     world.average_gradients(p for group in optimiser.param_groups for p in group["params"])  # alone: nothing
@@ -209,7 +223,7 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
     for epoch in range(1, settings.max_epochs + 1):
         model.train()
         optimiser.zero_grad(set_to_none=True)
-        pending, train_loss, n_steps = 0, 0.0, 0
+        pending, n_steps, step_losses = 0, 0, []
         running_stats.start()
         this_epoch = epoch_batches(rng)
         if settings.schedule == "onecycle" and scheduler is None:
@@ -228,17 +242,15 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
                 waited = time.perf_counter() - tick
                 running_stats.before(world.position(step - 1))
                 step_loss = loss(model, batch)
-                value = step_loss.item()
-                _check_finite(value, "the training loss", epoch, step, settings.lr)
                 (step_loss / settings.grad_accum).backward()
                 running_stats.after()  # after the backward pass, which needs the statistics as the forward left them
+                step_losses.append(step_loss.detach())  # read once per epoch: no host sync per step
             pending += 1
             if pending == settings.grad_accum:
                 _optimiser_step(optimiser, scheduler, world)
                 pending, n_updates = 0, n_updates + 1
             if item is None:
                 continue
-            train_loss += value
             n_steps += 1
             n_images += len(batch.inputs)
             took = time.perf_counter() - tick
@@ -248,6 +260,7 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
         if pending:
             _optimiser_step(optimiser, scheduler, world)
             n_updates += 1
+        train_loss = _epoch_loss(step_losses, epoch, settings.lr)
         total, count = world.sum([train_loss, n_steps])
         epoch_losses.append(total / max(count, 1))
         running_stats.finish(int(count))  # BN running statistics: one process's after all ranks' batches

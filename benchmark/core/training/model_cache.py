@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-import importlib.util
 import json
 import os
 import sys
@@ -45,6 +44,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
+
+from ...source_digest import source_digest
 
 FORMAT = 1
 PREFIX = "model"
@@ -100,16 +101,7 @@ def training_code_digest() -> str:
 
     Not to be confused with a record's ``code`` (:func:`benchmark.records.code_version`: the git commit of a run).
     """
-    h = hashlib.sha256(f"torch {torch.__version__} numpy {np.__version__}".encode())
-    for name in _TRAINING_CODE:
-        spec = importlib.util.find_spec(name)  # by name: found, not imported (no import cycle)
-        if spec is None or spec.origin is None:
-            raise RuntimeError(f"cannot find the source of {name} for the model cache's code digest")
-        origin = Path(spec.origin)
-        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
-        for path in files:
-            h.update(f"{name}/{path.relative_to(origin.parent).as_posix()}".encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
+    return source_digest(_TRAINING_CODE, f"torch {torch.__version__} numpy {np.__version__}", file_labels=True)
 
 
 def key_digest(key: dict[str, Any]) -> str:
