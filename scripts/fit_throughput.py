@@ -29,31 +29,14 @@ import time
 from pathlib import Path
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """float32 ``n x n`` matmul rate of this process, GFLOP/s (best of three timings)."""
-    import torch
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    best = 0.0
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        best = max(best, 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9)
-    return best
-
-
-def training_flops_per_image(model, crop: int, batch: int = 16) -> float:
-    """FLOPs of one training image: forward + backward of a batch in training mode, divided by the batch."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-    model.train()
-    x = torch.randn(batch, 5, crop, crop)
-    with FlopCounterMode(display=False) as counter:
-        model(x).float().sum().backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / batch
+def _throughput_module():
+    """benchmark/throughput.py of this checkout, loaded by path: a baseline checkout may predate it."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "benchmark" / "throughput.py"
+    spec = importlib.util.spec_from_file_location("_fit_throughput_arithmetic", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def child(method_name: str, split: str, fold_index: int, seed: int) -> None:
@@ -76,13 +59,14 @@ def child(method_name: str, split: str, fold_index: int, seed: int) -> None:
     train = dataset.labelled(dataset.index[fold.train_ids], targets)
     val = dataset.labelled(dataset.index[fold.val_ids])
     torch.set_num_threads(method.config.threads or torch.get_num_threads())
-    before = matmul_gflops()
+    arithmetic = _throughput_module()
+    before = arithmetic.matmul_gflops()
     start = time.perf_counter()
     method.fit(train, val, seed)
     wall = time.perf_counter() - start
-    after = matmul_gflops()
+    after = arithmetic.matmul_gflops()
     report = method.fit_report_
-    flops = training_flops_per_image(method.model_, report["crop"])
+    flops = arithmetic.training_flops_per_image(method.model_, 5, report["crop"])
     print(json.dumps({"method": method_name, "images_per_second": report["images_per_second"],
                       "train_seconds": report["train_seconds"], "fit_wall_seconds": round(wall, 2),
                       "epochs": report["epochs_run"], "data_wait_fraction": report.get("data_wait_fraction"),

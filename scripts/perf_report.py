@@ -72,19 +72,27 @@ def train_table(benches: list[dict]) -> list[str]:
 
 
 def method_table(fits: list[dict], adapts: list[dict]) -> list[str]:
-    rows = ["| method | quick fit (s) | data-loader wait (share of step time) | < 5% | adapt + predict, "
-            "128 images (s) | < 1 s |", "|---|---|---|---|---|---|"]
+    rows = ["| method | quick fit (s) | fit img/s | share of the matmul rate | data-loader wait (share of step time) "
+            "| < 5% | adapt + predict, 128 images (s) | < 1 s |", "|---|---|---|---|---|---|---|---|"]
     fit_by = {b["extra_info"]["method"]: b for b in fits}
     adapt_by = {b["extra_info"]["method"]: b for b in adapts}
     for name in sorted(set(fit_by) | set(adapt_by)):
         fit, adapt = fit_by.get(name), adapt_by.get(name)
         wait = fit["extra_info"].get("data_wait_fraction") if fit else None
         seconds = adapt["stats"]["median"] if adapt else None
-        rows.append(f"| {name} | {fit['stats']['median']:.1f} |" if fit else f"| {name} | – |")
+        rows.append(f"| {name} | {fit['stats']['median']:.1f} | {_arithmetic(fit['extra_info'])} |" if fit
+                    else f"| {name} | – | – | – |")
         rows[-1] += (f" {100 * wait:.1f}% | {_ok(wait < WAIT_TARGET)} |" if wait is not None
                      else " – (no training loop) | – |")
         rows[-1] += f" {seconds:.3f} | {_ok(seconds < ADAPT_TARGET)} |" if seconds is not None else " – | – |"
     return rows
+
+
+def _arithmetic(info: dict) -> str:
+    """``img/s | matmul fraction`` cells of a fit (ResNet methods), dashes otherwise."""
+    if info.get("matmul_fraction") is None:
+        return "– | –"
+    return f"{info['images_per_second']:,.0f} | {100 * info['matmul_fraction']:.0f}%"
 
 
 def render(data: dict) -> str:

@@ -25,6 +25,15 @@ def test_channel_stats_match_numpy_over_chunks():
     np.testing.assert_allclose(stats.std, x.std(axis=(0, 2, 3)), rtol=1e-4)
 
 
+def test_channel_stats_of_uint8_pixels_are_those_of_their_float_values():
+    """The histogram path (uint8) and the float64 sums give the same statistics."""
+    x = _images(23, size=9, seed=4)
+    exact, summed = channel_stats(x, chunk=5), channel_stats(x.astype(np.float32), chunk=7)
+    np.testing.assert_array_equal(exact.mean, summed.mean)
+    np.testing.assert_allclose(exact.std, summed.std, rtol=1e-6)
+    np.testing.assert_allclose(exact.std, x.std(axis=(0, 2, 3)), rtol=1e-5)
+
+
 def test_normalised_training_images_have_zero_mean_unit_std():
     x = _images(50)
     t = Preprocessor(channel_stats(x), crop=12).eval(x)

@@ -16,6 +16,7 @@ import pytest
 
 from benchmark.protocol.loop import resolve_config
 from benchmark.registry import available_methods
+from benchmark.throughput import matmul_fraction, matmul_gflops, training_flops_per_image
 
 from ._bench_data import plates_of, pooled_plate, subset
 
@@ -61,7 +62,18 @@ def test_fit(benchmark, datasets, smoke, name):
     benchmark.group = "fit (quick profile, 16 plates of 64 px)"
     benchmark.extra_info.update(kind="fit", method=name, data_wait_fraction=report.get("data_wait_fraction"),
                                 images_per_second=report.get("images_per_second"),
-                                epochs=report.get("epochs_run"))
+                                epochs=report.get("epochs_run"), **_arithmetic(method, report))
+
+
+def _arithmetic(method, report) -> dict:
+    """A ResNet method's training FLOPs per image, this process's matmul rate and the fit's share of it."""
+    if not report.get("images_per_second") or "crop" not in report:
+        return {}
+    flops = training_flops_per_image(method.model_, 5, report["crop"])
+    gflops = matmul_gflops()
+    fraction = matmul_fraction(report["images_per_second"], flops, gflops)
+    assert 0 < fraction < 1.5, f"{method.name}: a fit at {fraction:.0%} of the matmul rate is a counting error"
+    return dict(gflop_per_image=flops / 1e9, matmul_gflops=gflops, matmul_fraction=fraction)
 
 
 @pytest.mark.parametrize("name", METHODS)
