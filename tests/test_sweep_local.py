@@ -205,8 +205,11 @@ def test_local_sweep_writes_the_records_of_in_process_runs_reports_a_failure_the
     assert ("error: 1 of 3 units failed (first: _test_fail_fit source_out fold 0 seed 0: fit raised RuntimeError: "
             f"boom in fit; log: {tmp_path / 'logs' / '_test_fail_fit-source_out-fold0-seed0.log'}); their records "
             "and logs say why, rerun the same command to retry") in r.stderr
-    logs = sorted(p.name for p in (tmp_path / "logs").iterdir() if not p.name.startswith("worker-"))
+    logs = sorted(p.name for p in (tmp_path / "logs").glob("*.log") if not p.name.startswith("worker-"))
     assert logs == [f"{m}-source_out-fold0-seed0.log" for m in sorted([*TOY, "_test_fail_fit"])]
+    assert "expected wall time: unknown (3 units to run, 2 at once" in r.stdout and "actual wall time: " in r.stdout
+    (clock,) = (json.loads(line) for line in (tmp_path / "logs" / "sweeps.jsonl").read_text().splitlines())
+    assert clock["executor"] == "local" and clock["counts"]["failed"] == 1 and clock["actual_s"] > 0
     assert sorted(p.name for p in (tmp_path / "logs").glob("worker-*.log")) == ["worker-1.log", "worker-2.log"]
     assert "out-of-domain accuracy" in (tmp_path / "logs" / logs[0]).read_text()
     assert [f.method for f in load_records(tmp_path / "res").failed] == ["_test_fail_fit"]

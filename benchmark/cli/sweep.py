@@ -144,6 +144,7 @@ def sweep(
                                  time_limit_s=time_limit, memory_limit_gb=memory_limit, scenarios=scenarios,
                                  run_options=parse_pairs(run_option, "--run-option"))
     planning = time.perf_counter()
+    typer.echo(f"bench sweep: planning (opening dataset {dataset}, checking the records in {results})")
     plan = make_plan(parse_names(methods, DEFAULT_METHODS), parse_names(splits, DEFAULT_SPLITS), fold_list,
                      seed_list, settings)
     planned_s = time.perf_counter() - planning

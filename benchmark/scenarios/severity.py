@@ -117,7 +117,7 @@ def _open_twin(dataset: Dataset, level: str) -> Dataset:
     """Render or open the twin at ``level`` and keep it for this process."""
     from ..datasets.synthetic.twin import severity_twin
 
-    twin = severity_twin(dataset, float(level), progress=True)  # a bar only on a terminal
+    twin = severity_twin(dataset, float(level), progress=sys.stdout.isatty())  # rich's bar: a terminal only
     _TWINS[(dataset.fingerprint, level)] = twin
     return twin
 

@@ -3,7 +3,7 @@
 Before any unit starts, :func:`run_sweep` says how long the units left to run are expected to take
 (:mod:`benchmark.sweep.clock`) and prepares, in this process, what every unit shares and would otherwise
 make on first use (the severity scenario's twin datasets: :func:`benchmark.scenarios.severity.prepare_twins`);
-at the end it measures the sweep's wall time and appends it to ``<logs>/sweeps.jsonl``.
+at the end it measures the sweep's wall time and appends it to ``<logs>/sweeps.jsonl`` (not with ``debug``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def run_sweep(plan: Plan, executor: str = "local", *, jobs: int = 1, logs: Path 
 
         with progress:
             run_slurm(plan, progress, slurm or SlurmConfig(), logs, wait)
-    if executor != "slurm" or wait:
+    if executor == "local" or (executor == "slurm" and wait):  # debug writes no file
         append_clock(logs, plan, executor, started, progress.elapsed(), progress.expected, progress.counts())
     return progress
 
