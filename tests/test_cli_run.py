@@ -48,6 +48,11 @@ def test_quick_runs_seed_zero_with_quick_settings(base, tmp_path):
     found = load_records(tmp_path / "res")
     assert not found.ok and [q.seed for q in found.quick] == [0]
     assert found.quick[0].data["profile"] == "quick"
+    assert not found.quick[0].data.get("scenarios"), "a quick run scores no scenario unless asked to"
+    asked = bench("run", "-m", "_test_centroid", "-s", "source_out", *base, "--quick", "-q", "--force",
+                  "--scenarios", "label_shift")
+    assert asked.exit_code == 0, asked.output
+    assert list(load_records(tmp_path / "res").quick[0].data["scenarios"]) == ["label_shift"]
 
 
 def test_failing_method_records_the_failure_goes_on_and_exits_1(base, tmp_path):

@@ -77,10 +77,10 @@ def run(
     memory_limit: Annotated[float | None, typer.Option("--memory-limit", help="Data memory limit of each run's "
                                                        "worker in GB (default: none); past it the method gets a "
                                                        "MemoryError and its run fails.")] = None,
-    scenarios: Annotated[str, typer.Option("--scenarios", help="Comma-separated scenarios scored on each fitted run "
+    scenarios: Annotated[str | None, typer.Option("--scenarios", help="Comma-separated scenarios scored on each fitted run "
                                            "(label_shift, controls, support, severity), 'all' (every one that "
                                            "applies to the dataset) or 'none'; an existing record that lacks one "
-                                           "is re-run to add it.")] = "all",
+                                           "is re-run to add it. Default: all; none with --quick.")] = None,
 ) -> None:
     """Run METHOD on every fold and seed of SPLIT; write one record per run (resumable).
 
@@ -89,6 +89,7 @@ def run(
     """
     from ..protocol.presets import get_preset
     from ..protocol.loop import DEFAULT_SEEDS, parse_overrides, resolve_device, run_protocol
+    from ..scenarios import scenarios_option
 
     if preset is not None:
         get_preset(preset)  # unknown names list the valid ones
@@ -113,7 +114,7 @@ def run(
                             device=device, results_dir=results, quick=quick, force=force,
                             overrides=parse_overrides(set_ or []), verbose=not quiet,
                             log=None if quiet else typer.echo, preset=preset, time_limit_s=time_limit,
-                            memory_limit_gb=memory_limit, scenarios=scenarios)
+                            memory_limit_gb=memory_limit, scenarios=scenarios_option(scenarios, quick))
     print_summary(outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:

@@ -91,10 +91,10 @@ def sweep(
                                                        "worker in GB (default: none).")] = None,
     split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the fold assignment.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Recompute units that already have a record.")] = False,
-    scenarios: Annotated[str, typer.Option("--scenarios", help="Comma-separated scenarios scored on each fitted run "
+    scenarios: Annotated[str | None, typer.Option("--scenarios", help="Comma-separated scenarios scored on each fitted run "
                                            "(label_shift, controls, support, severity), 'all' (every one that "
                                            "applies to the dataset, as bench run) or 'none'; a record that lacks "
-                                           "one is re-run to add it.")] = "all",
+                                           "one is re-run to add it. Default: all; none with --quick.")] = None,
     run_option: Annotated[list[str] | None, typer.Option("--run-option", help="A further keyword of the "
                                                          "protocol for every unit, key=value (repeatable; the "
                                                          "value is passed as a string).")] = None,
@@ -129,6 +129,7 @@ def sweep(
     from ..sweep.grid import DEFAULT_METHODS, DEFAULT_SPLITS, RunSettings
     from ..sweep.plan import make_plan
     from ..sweep.dispatch import check_executor, run_sweep
+    from ..scenarios import scenarios_option
 
     slurm = slurm_settings(executor, slurm_config, wait, partition=partition, time_min=slurm_time,
                            gpus_per_node=gpus, cpus_per_task=cpus, mem_gb=mem_gb,
@@ -141,7 +142,7 @@ def sweep(
     fold_list = parse_int_list(folds, "--folds") if folds is not None else None
     settings = RunSettings.build(results_dir=results, dataset=dataset, split_seed=split_seed, device=device,
                                  quick=quick, force=force, preset=preset, overrides=parse_overrides(set_ or []),
-                                 time_limit_s=time_limit, memory_limit_gb=memory_limit, scenarios=scenarios,
+                                 time_limit_s=time_limit, memory_limit_gb=memory_limit, scenarios=scenarios_option(scenarios, quick),
                                  run_options=parse_pairs(run_option, "--run-option"))
     planning = time.perf_counter()
     typer.echo(f"bench sweep: planning (opening dataset {dataset}, checking the records in {results})")

@@ -35,6 +35,15 @@ def applicable(dataset: Dataset) -> tuple[str, ...]:
     return tuple(n for n in SCENARIO_NAMES if get_scenario(n).not_applicable(dataset) is None)
 
 
+def scenarios_option(text: str | None, quick: bool) -> str:
+    """The ``--scenarios`` a command runs with: as given; unset, every one that applies (``"all"``), or none for a
+    ``--quick`` smoke run, which checks fit and plain evaluation in a minute or two (scenario levels are most of a
+    quick run's time: ~75% of a one-epoch CS-ARM-BN run)."""
+    if text is not None:
+        return text
+    return "none" if quick else "all"
+
+
 def parse_scenarios(text: str | Sequence[str] | None, dataset: Dataset) -> tuple[str, ...]:
     """``--scenarios`` to names: None or ``"all"`` = every one that applies to ``dataset``; ``"none"`` = none.
 
@@ -53,4 +62,4 @@ def parse_scenarios(text: str | Sequence[str] | None, dataset: Dataset) -> tuple
 
 
 __all__ = ["SCENARIO_NAMES", "Drawn", "PlateCase", "Scenario", "applicable", "case_rng", "get_scenario",
-           "parse_scenarios"]
+           "parse_scenarios", "scenarios_option"]
