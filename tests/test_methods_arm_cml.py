@@ -1,4 +1,5 @@
-"""ARM-CML: a jointly trained context network; a chunk's context is its images' mean maps (order-free, its own)."""
+"""ARM-CML: a jointly trained context network; a chunk's context is its images' mean maps (order-free, its own);
+``context_pool`` runs the context network on a pooled image (an option; 1, the reference, by default)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import pytest
 import torch
 
 from _method_data import recorded_batch_plates, split, view
+from benchmark.config_bounds import ConfigError
 from benchmark.core.recipe.context import ContextualClassifier
+from benchmark.errors import MethodError
 from benchmark.methods.arm_cml import ARMCML
+from benchmark.protocol.loop import resolve_config
 
 FAST = dict(threads=1, crop=0, max_epochs=2, patience=2, lr=3e-3, schedule="constant", n_treated=16)
 
@@ -26,6 +30,24 @@ def test_the_classifier_takes_the_images_and_twelve_context_channels(fitted):
     model = method.model_
     assert isinstance(model, ContextualClassifier)
     assert model.classifier.conv1.in_channels == 17 and model.context_net.out_channels == 12
+    assert model.context_net.pool == method.config.context_pool == 1  # the reference, by default
+
+
+def test_context_pool_is_the_reference_by_default_and_in_the_paper_preset():
+    assert ARMCML.Config().context_pool == 1
+    assert resolve_config(ARMCML, preset="paper").context_pool == 1
+    with pytest.raises(ConfigError, match="context_pool"):
+        ARMCML.Config(context_pool=0)
+
+
+def test_a_context_pool_that_does_not_fit_the_crop_fails_before_training(toy_dataset):
+    train, val, _ = split(toy_dataset)  # 16 px images, crop 0: the whole image
+    method = ARMCML(ARMCML.Config(**{**FAST, "context_pool": 3}))
+    expected = (r"context_pool 3 does not divide the training crop \(crop\), 16x16 px and the evaluation crop "
+                r"\(eval_crop\), 16x16 px.*one of \[1, 2, 4, 8, 16\]")
+    with pytest.raises(MethodError, match=expected):
+        method.fit(train, val, seed=0)
+    assert not hasattr(method, "fit_report_")
 
 
 def test_context_net_and_classifier_train_jointly_on_one_plate_batches(fitted):
