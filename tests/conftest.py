@@ -125,3 +125,51 @@ def sandbox_cheaters():
 
     with registered(*CHEAT23_METHODS):
         yield CHEAT23_METHODS
+
+
+_quitting: list = []
+"""Sealed zygotes asked to quit (they exit in ~2 s of interpreter teardown each), reaped at the session's end."""
+
+
+def _quit(zygote) -> None:
+    """Ask a zygote to quit without waiting for it to exit (:meth:`ZygoteProcess.stop` waits up to 2 s)."""
+    import contextlib
+
+    if zygote.control is not None:
+        with contextlib.suppress(Exception):
+            zygote.control.send("quit", {})
+        zygote.control.close()
+        zygote.control = None
+    _quitting.append(zygote)
+
+
+@pytest.fixture(autouse=True)
+def _stop_the_tests_own_zygotes(request):
+    """After a test, ask the sealed zygotes that read a folder under its ``tmp_path`` (its own cache or plugin) to
+    quit: no later test can use them, and each would hold ~1 GB until the session ends."""
+    yield
+    import os
+    import sys
+
+    runs, tmp = sys.modules.get("benchmark.sealed.runs"), request.node.funcargs.get("tmp_path")
+    if runs is None or tmp is None:
+        return
+    own = os.path.realpath(tmp)
+    for key, zygote in list(runs._ZYGOTES.items()):  # noqa: SLF001 - (kind, readable folders, network)
+        if any(folder == own or folder.startswith(own + os.sep) for folder in key[1]):
+            del runs._ZYGOTES[key]  # noqa: SLF001
+            _quit(zygote)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Ask every zygote left to quit at once, then reap them: they exit in parallel, where the exit handler of
+    benchmark.sealed.runs would stop them one after the other (~2 s each)."""
+    import sys
+
+    runs = sys.modules.get("benchmark.sealed.runs")
+    if runs is not None:
+        for zygote in list(runs._ZYGOTES.values()):  # noqa: SLF001
+            _quit(zygote)
+        runs._ZYGOTES.clear()  # noqa: SLF001
+    while _quitting:
+        _quitting.pop().stop()

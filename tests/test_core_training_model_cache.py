@@ -247,11 +247,28 @@ def test_the_worker_names_its_fold_and_its_models_folder(tmp_path):
 
 # -- through the sealed worker -----------------------------------------------------------------------------
 
-def test_sealed_runs_cache_the_erm_model_once_per_fold_and_seed(toy_dataset, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One cache for this module's sealed runs: one zygote and one sealed store of fold 1 serve them all."""
+    return tmp_path_factory.mktemp("model-cache") / "cache"
+
+
+@pytest.fixture
+def sealed_cache(shared_cache, monkeypatch) -> Path:
+    """``$PLATEBENCH_CACHE`` = the module's cache, its source-model cache emptied (the folders stay: the running
+    zygote binds them), so each test starts with no cached model."""
+    monkeypatch.setenv("PLATEBENCH_CACHE", str(shared_cache))
+    models = shared_cache / "models"
+    for path in sorted(models.rglob("*"), reverse=True) if models.is_dir() else ():
+        if path.is_file():
+            path.unlink()
+    return shared_cache
+
+
+def test_sealed_runs_cache_the_erm_model_once_per_fold_and_seed(toy_dataset, tmp_path, sealed_cache):
     from benchmark.protocol.loop import run_protocol
     from benchmark.records import load_records, read_predictions
 
-    monkeypatch.setenv("PLATEBENCH_CACHE", str(tmp_path / "cache"))
     reports, predictions = {}, {}
     for i, name in enumerate(["adabn", "adabn", "tent"]):
         (outcome,) = run_protocol(name, "source_out", toy_dataset, seeds=[0], folds=[1], device="cpu",
@@ -263,23 +280,26 @@ def test_sealed_runs_cache_the_erm_model_once_per_fold_and_seed(toy_dataset, tmp
     assert reports[1]["source_model"]["cached"] is True and reports[2]["source_model"]["cached"] is True
     assert reports[1]["source_model"]["key"] == reports[0]["source_model"]["key"] == reports[2]["source_model"]["key"]
     assert predictions[1].equals(predictions[0])  # AdaBN from the cache: bit-identical predictions
-    (weights,) = (tmp_path / "cache" / "models").rglob("*.safetensors")
+    (weights,) = (sealed_cache / "models").rglob("*.safetensors")
     assert weights.parent.name.startswith("fold1-") and weights.parent.parent.name == "source_out-seed0"
 
 
-def test_only_built_in_methods_get_the_models_folder(toy_dataset, tmp_path):
+def test_only_built_in_methods_get_the_models_folder(toy_dataset, tmp_path, sealed_cache, monkeypatch):
     import _toy_methods
     from benchmark.method_info import info_of
+    from benchmark.sealed import runs as sealed_runs
     from benchmark.sealed.runs import SealedRuns
     from benchmark.splits import make_folds
 
-    runs = SealedRuns(toy_dataset, 0, cache=tmp_path / "cache")
+    monkeypatch.setattr(sealed_runs, "zygote_for", lambda kind, readable: None)  # specs only: no worker starts
+    runs = SealedRuns(toy_dataset, 0, cache=sealed_cache)
     fold = make_folds(toy_dataset.index, "source_out")[0]
     tent = runs.host(info_of(Tent, Tent.Config()), fold)
     local = runs.host(info_of(_toy_methods.Centroid, _toy_methods.Centroid.Config()), fold)
     assert tent.models is not None and tent.models.is_dir() and str(tent.models) in tent._spec["policy"]["readable"]
     assert local.models is None and local._spec["models"] is None
-    assert not any("models" in p for p in local._spec["policy"]["readable"] if str(tmp_path) in p)
+    in_cache = [p for p in local._spec["policy"]["readable"] if str(sealed_cache) in p]
+    assert in_cache and not any("models" in p for p in in_cache)  # its fold's store, not the models folder
 
 
 def test_the_evaluator_checks_every_cache_file_a_worker_hands_back(tmp_path):
@@ -300,12 +320,11 @@ def test_the_evaluator_checks_every_cache_file_a_worker_hands_back(tmp_path):
 
 
 def test_a_method_of_its_own_model_is_scored_again_from_the_cache_with_identical_results(toy_dataset, tmp_path,
-                                                                                         monkeypatch):
+                                                                                         sealed_cache):
     """ARM-BN caches its own model (not shared with ERM); adding a scenario block loads it instead of training."""
     from benchmark.protocol.loop import run_protocol
     from benchmark.records import load_records, read_predictions
 
-    monkeypatch.setenv("PLATEBENCH_CACHE", str(tmp_path / "cache"))
     kw = dict(seeds=[0], folds=[1], device="cpu", results_dir=tmp_path / "res", quick=True,
               overrides={"crop": "0"})
     (first,) = run_protocol("arm_bn", "source_out", toy_dataset, **kw)
@@ -322,18 +341,17 @@ def test_a_method_of_its_own_model_is_scored_again_from_the_cache_with_identical
         assert after["metrics"][part] == before["metrics"][part]
     assert read_predictions(record).equals(predictions)
     assert after["scenarios"]["support"]["levels"]["8"]["status"] == "ok"
-    names = {p.name.split("-")[0] for p in (tmp_path / "cache" / "models").rglob("*.json")}
+    names = {p.name.split("-")[0] for p in (sealed_cache / "models").rglob("*.json")}
     assert names == {"model"}
 
 
 @pytest.mark.parametrize("method", ["deep_coral", "dann"])
-def test_methods_whose_loss_is_an_object_run_sealed_and_cache_their_model(method, toy_dataset, tmp_path, monkeypatch):
+def test_methods_whose_loss_is_an_object_run_sealed_and_cache_their_model(method, toy_dataset, tmp_path, sealed_cache):
     """Deep CORAL's and DANN's losses are dataclass instances (no ``__qualname__``): the key names them by repr."""
     from benchmark.protocol.loop import run_protocol
 
-    monkeypatch.setenv("PLATEBENCH_CACHE", str(tmp_path / "cache"))
     (outcome,) = run_protocol(method, "source_out", toy_dataset, seeds=[0], folds=[1], device="cpu",
                               results_dir=tmp_path / "res", quick=True, overrides={"crop": "0"})
     assert outcome.status == "ok", outcome.error
-    (description,) = (tmp_path / "cache" / "models").rglob("model-*.json")
+    (description,) = (sealed_cache / "models").rglob("model-*.json")
     assert "Loss: " in description.read_text() and "weight=" in description.read_text()

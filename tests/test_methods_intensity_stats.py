@@ -73,9 +73,9 @@ def test_predict_before_fit_says_to_fit():
         IntensityStats().predict(np.zeros((1, 5, 4, 4), dtype=np.uint8))
 
 
-def test_bench_run_quick_end_to_end_in_the_sealed_worker(toy_dataset, tmp_path, monkeypatch):
-    """The sealed worker holds only the fold's training and validation labels: a passing run uses no target label."""
-    monkeypatch.setenv("PLATEBENCH_CACHE", str(tmp_path / "cache"))
+def test_bench_run_quick_end_to_end_in_the_sealed_worker(toy_dataset, tmp_path):
+    """The sealed worker holds only the fold's training and validation labels: a passing run uses no target label.
+    (The session's cache: its zygote, started by an earlier test, serves this run too.)"""
     result = CliRunner().invoke(app, ["run", "-m", "intensity_stats", "-s", "source_out", "--quick", "-q",
                                       "--dataset", str(toy_dataset.root), "--results", str(tmp_path / "res"),
                                       "--device", "cpu", "--folds", "0"])

@@ -3,8 +3,9 @@
 The plugin here writes a marker (with its process id) and patches ``benchmark.protocol.evaluation`` when imported.
 ``bench methods list``, ``bench leaderboard`` and ``bench report`` must not import it; ``get_method``
 refuses it; :func:`method_info` describes it through ``run_isolated``. Unless said otherwise the tests
-use a stand-in for :func:`benchmark.sealed.isolated.run_isolated` that runs the target in a fresh
-interpreter (no sandbox): what matters here is which process imports the plugin.
+use a stand-in for :func:`benchmark.sealed.isolated.run_isolated` that runs the target in a forked child of the
+test's process (no sandbox, no fresh interpreter to import torch again): what matters here is which process
+imports the plugin. The last tests run the real sandbox (fresh interpreters) end to end.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
+import select
+import signal
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -80,27 +83,51 @@ class Evil(Method):
 '''
 
 
-def subprocess_isolated(target: str, payload: dict, *, time_limit_s: float = 600.0,
-                        memory_limit_gb: float | None = None, readable=()) -> dict:
-    """Stand-in for ``run_isolated``: ``target`` in a fresh interpreter (this test's sys.path), JSON in and out."""
-    code = ("import importlib, json, sys; m, f = sys.argv[1].split(':'); "
-            "print(json.dumps(getattr(importlib.import_module(m), f)(json.load(sys.stdin))))")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    out = subprocess.run([sys.executable, "-c", code, target], input=json.dumps(payload), capture_output=True,
-                         text=True, timeout=time_limit_s, env=env)
-    if out.returncode:
-        raise BenchError(f"isolated {target} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def forked_isolated(target: str, payload: dict, *, time_limit_s: float = 600.0,
+                    memory_limit_gb: float | None = None, readable=()) -> dict:
+    """Stand-in for ``run_isolated``: ``target`` in a forked child of this process, JSON in and out (what the
+    child imports or patches stays in the child)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answers on the pipe and exits, never returning to pytest
+        try:
+            os.close(read)
+            try:
+                module, name = target.split(":")
+                answer = {"ok": getattr(importlib.import_module(module), name)(json.loads(json.dumps(payload)))}
+            except BaseException as exc:  # noqa: BLE001 - the parent raises it
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            with os.fdopen(write, "w") as out:
+                out.write(json.dumps(answer))
+        finally:
+            os._exit(0)
+    os.close(write)
+    chunks, deadline = [], time.monotonic() + time_limit_s
+    with os.fdopen(read, "rb") as pipe:
+        while select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            chunk = pipe.read1(1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    if not chunks:
+        raise BenchError(f"isolated {target} failed: no answer within {time_limit_s} s")
+    answer = json.loads(b"".join(chunks))
+    if "error" in answer:
+        raise BenchError(f"isolated {target} failed: {answer['error']}")
+    return answer["ok"]
 
 
 @pytest.fixture
 def isolated(monkeypatch):
-    """``benchmark.sealed.isolated.run_isolated`` replaced by :func:`subprocess_isolated`; the calls it got."""
+    """``benchmark.sealed.isolated.run_isolated`` replaced by :func:`forked_isolated`; the calls it got."""
     calls = []
 
     def run(target, payload, **kwargs):
         calls.append((target, payload))
-        return subprocess_isolated(target, payload, **kwargs)
+        return forked_isolated(target, payload, **kwargs)
 
     name = "benchmark.sealed.isolated"
     if importlib.util.find_spec(name) is not None:
@@ -111,19 +138,26 @@ def isolated(monkeypatch):
 
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A folder of fake installed distributions on sys.path; the registry and sys.modules restored afterwards."""
+def restored(tmp_path_factory, monkeypatch):
+    """sys.path, the registry, the evaluator's ``score`` and sys.modules restored after the test."""
     registry.available_methods()
     methods, origins, modules = dict(registry._METHODS), dict(registry._ORIGINS), set(sys.modules)
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setattr(benchmark.protocol.evaluation, "score", benchmark.protocol.evaluation.score)  # undone if a test imports one
-    yield tmp_path / "site"
+    yield
     vars(benchmark.protocol.evaluation).pop("PATCHED_BY_PLUGIN", None)
     registry._METHODS.clear(), registry._METHODS.update(methods)
     registry._ORIGINS.clear(), registry._ORIGINS.update(origins)
+    temporary = str(tmp_path_factory.getbasetemp())
     for name in set(sys.modules) - modules:  # the plugins' modules only (not, e.g., torch's C extensions)
-        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(str(tmp_path)):
+        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(temporary):
             del sys.modules[name]
+
+
+@pytest.fixture
+def site(restored, tmp_path):
+    """A folder of fake installed distributions on sys.path (see ``restored``)."""
+    return tmp_path / "site"
 
 
 def install(site: Path, package: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
@@ -289,11 +323,22 @@ def test_report_of_a_plugin_record_never_imports_it(evil, tmp_path):
     assert not imported_here(evil)
 
 
-@pytest.fixture
-def quiet_evil(site):
-    """The evil plugin without its marker (it only patches the evaluator when imported)."""
+@pytest.fixture(scope="module")
+def quiet_site(tmp_path_factory) -> Path:
+    """The evil plugin without its marker (it only patches the evaluator when imported), installed once: the
+    tests that run it sealed share its folder, so one zygote (which binds that folder) serves them all."""
+    site, path = tmp_path_factory.mktemp("quiet") / "site", list(sys.path)
     install(site, PACKAGE, {PLUGIN: "pb_evil"}, {"pb_evil": EVIL.format(marker="", name=PLUGIN)})
-    return site / "no-marker"
+    sys.path[:] = path  # each test puts it on sys.path (quiet_evil)
+    return site
+
+
+@pytest.fixture
+def quiet_evil(restored, quiet_site):
+    """``quiet_site`` first on sys.path for this test; a marker path never written."""
+    sys.path.insert(0, str(quiet_site))
+    importlib.invalidate_caches()
+    return quiet_site / "no-marker"
 
 
 def test_a_plugin_runs_in_its_sealed_worker_and_never_in_the_evaluator(quiet_evil, isolated, toy_dataset, tmp_path):
@@ -377,7 +422,7 @@ def test_from_json_refuses_a_missing_field_a_non_object_and_a_plugin_posing_as_p
 
 def test_a_worker_answer_of_another_shape_fails_method_info(evil, monkeypatch):
     def lying(target, payload, **kwargs):
-        return {**subprocess_isolated(target, payload), "access": "root"}
+        return {**forked_isolated(target, payload), "access": "root"}
 
     monkeypatch.setitem(sys.modules, "benchmark.sealed.isolated", types.SimpleNamespace(run_isolated=lying))
     with pytest.raises(MethodInfoError, match=f"the description of method '{PLUGIN}' \\({PACKAGE}\\) is malformed: "
@@ -400,7 +445,7 @@ def test_the_real_sandbox_stops_a_plugin_writing_outside_its_scratch_folder(evil
 
 @pytest.mark.skipif(importlib.util.find_spec("benchmark.sealed.isolated") is None,
                     reason="benchmark.sealed.isolated is not written yet")
-def test_methods_check_of_a_plugin_through_the_real_sandbox(quiet_evil, site, monkeypatch):
+def test_methods_check_of_a_plugin_through_the_real_sandbox(quiet_evil, quiet_site, monkeypatch):
     """Described and checked in sandboxed interpreters; ``sealed`` run by the evaluator; never imported here."""
     from benchmark.conformance.checks import CHECKS, EVALUATOR_CHECKS
     from benchmark.sealed import isolated
@@ -412,7 +457,7 @@ def test_methods_check_of_a_plugin_through_the_real_sandbox(quiet_evil, site, mo
         return real(target, payload, **kwargs)
 
     monkeypatch.setattr(isolated, "run_isolated", recorded)
-    monkeypatch.setenv("PYTHONPATH", str(site))
+    monkeypatch.setenv("PYTHONPATH", str(quiet_site))
     result = runner.invoke(app, ["methods", "check", PLUGIN])
     assert result.exit_code == 0, result.output
     assert f"checking '{PLUGIN}' (access controls, from {PACKAGE})" in result.output  # described in the sandbox

@@ -270,14 +270,20 @@ def test_erm_runs_before_adabn_which_loads_its_cached_model(toy_dataset, tmp_pat
     # erm trains and caches the model; adabn, started only after it, loads it
     assert quick["erm"].data["fit_report"]["source_model"]["cached"] is False
     assert quick["adabn"].data["fit_report"]["source_model"]["cached"] is True
-    monkeypatch.setenv("PLATEBENCH_CACHE", str(tmp_path / "cache-ref"))
-    (ref,) = run_protocol("erm", "source_out", toy_dataset, seeds=[0], folds=[1], device="cpu",
-                          results_dir=tmp_path / "ref", quick=True, overrides={"crop": "0"})
-    assert ref.status == "ok"
-    (ref_rec,) = load_records(tmp_path / "ref").quick
-    assert ref_rec.data["fit_report"]["source_model"]["cached"] is False  # trained here, in process
-    assert untimed(ref_rec.data["metrics"]) == untimed(quick["erm"].data["metrics"])
-    assert read_predictions(ref_rec).equals(read_predictions(quick["erm"]))
+    # the reference: ERM fitted in this process with no cache (no sealed run, so no zygote of its own to start:
+    # that a sealed run equals the in-process one is tests/test_sealed_worker.py's, for this very erm run)
+    from benchmark.protocol.evaluation import fit_and_evaluate
+    from benchmark.protocol.loop import resolve_config
+    from benchmark.records import json_safe
+    from benchmark.registry import get_method
+    from benchmark.splits import make_folds
+
+    erm = get_method("erm")
+    ref = fit_and_evaluate(erm(resolve_config(erm, {"crop": "0"}, True), device="cpu"), toy_dataset,
+                           make_folds(toy_dataset.index, "source_out")[1], 0)
+    assert ref.fit_report["source_model"]["cached"] is False  # trained here, in process
+    assert untimed(json.loads(json.dumps(json_safe(ref.metrics)))) == untimed(quick["erm"].data["metrics"])
+    assert ref.predictions.equals(read_predictions(quick["erm"]))
 
 
 # -- the command line -----------------------------------------------------------------------------------------

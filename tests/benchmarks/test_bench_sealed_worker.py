@@ -43,7 +43,9 @@ def baseline(datasets, smoke) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(datasets) -> SealedRuns:
+def runs(datasets, toy_methods) -> SealedRuns:
+    """Sealed runs on the 64 px set; the toy methods registered first, so that the one zygote started here reads
+    their module too and serves both benchmarks (a built-in's worker still reads only its own code)."""
     runs = SealedRuns(datasets[64], 0)
     runs.store(_fold(datasets[64]))
     return runs
