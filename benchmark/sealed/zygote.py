@@ -251,6 +251,11 @@ def main(argv: list[str]) -> None:
     except (OSError, ChannelError):
         return  # the evaluator stopped while this process was importing
     Zygote(control, private_namespaces=kind == "bubblewrap").serve()
+    # serve() returns with its workers reaped and nothing left to write; the interpreter's own shutdown (torch's
+    # and the other preloaded libraries' finalisers) would take ~2 s more, which every stop would wait for
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -115,13 +115,17 @@ class ZygoteProcess:
         self.pending.append(message)
         return self.exit_of(run, time.monotonic())
 
-    def stop(self) -> None:
-        """Stop the zygote and its sandbox (ask, then kill)."""
+    def ask_to_quit(self) -> None:
+        """Tell the zygote to quit, without waiting (:meth:`stop` waits): several zygotes then quit side by side."""
         if self.control is not None:
             with contextlib.suppress(OSError, ChannelError):
                 self.control.send("quit", {})
             self.control.close()
             self.control = None
+
+    def stop(self) -> None:
+        """Stop the zygote and its sandbox (ask, then kill)."""
+        self.ask_to_quit()
         if self.process is not None:
             try:
                 self.process.wait(timeout=2)
