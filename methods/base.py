@@ -112,6 +112,10 @@ class Method(ABC):
     quick_overrides: ClassVar[dict[str, Any]] = {}
     """Config changes of the ``--quick`` smoke profile (e.g. fewer epochs)."""
     min_controls: ClassVar[int] = 0
+    seeds_share_fold_work: ClassVar[bool] = False
+    """Whether the costly part of ``fit`` (per-image features) is cached per fold and the same for every seed:
+    then ``bench sweep`` runs seed 0 of a fold before its other seeds, which read the cache instead of
+    computing the same features side by side."""
     """Fewest DMSO images per target plate ``adapt`` can work with (the ``controls`` scenario refuses fewer)."""
 
     def __init__(self, config: MethodConfig | None = None, *, device: str = "cpu", verbose: bool = False):

@@ -48,6 +48,7 @@ class CellCount(ProfileMethod):
 
     name = "cell_count"
     access = AccessLevel.CONTROLS
+    seeds_share_fold_work = True  # the fold's features are cached and the same for every seed
     description = "nuclei per image, per-plate robust MAD normalisation on DMSO + logistic regression (the floor)"
     Config = CellCountConfig
     config: CellCountConfig

@@ -85,6 +85,7 @@ class CellProfiler(ProfileMethod):
 
     name = "cellprofiler"
     access = AccessLevel.CONTROLS
+    seeds_share_fold_work = True  # the fold's features are cached and the same for every seed
     description = ("CellProfiler features of segmented cells (cp_measure), pycytominer mad_robustize on DMSO + "
                    "feature_select + logistic regression")
     Config = CellProfilerConfig

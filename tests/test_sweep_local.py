@@ -78,6 +78,22 @@ def test_followers_wait_for_the_first_unit_sharing_their_source_model(tmp_path):
         {Unit("adabn", "batch_out", 0, 0, s)}
 
 
+def test_seeds_that_share_the_folds_cached_features_wait_for_its_first_seed(tmp_path):
+    """cell_count's seeds 1 and 2 of a fold read the features seed 0 computed; ERM's seeds train models of their own."""
+    from benchmark.registry import available_methods
+    from benchmark.sweep.plan import _seeds_share
+
+    s = RunSettings(results_dir=str(tmp_path))
+    units = grid(["cell_count", "erm"], {"batch_out": [0, 1]}, [0, 1, 2], s)
+    waits = prerequisites(units, {"erm": "ERMConfig", "cell_count": None}, {"cell_count"})
+    first = {k: Unit("cell_count", "batch_out", k, 0, s) for k in (0, 1)}
+    assert waits == {Unit("cell_count", "batch_out", k, seed, s): first[k] for k in (0, 1) for seed in (1, 2)}
+    classes = available_methods()
+    infos = {name: type("Info", (), {"plugin": False})() for name in ("cell_count", "cellprofiler", "erm", "fm_tvn")}
+    assert _seeds_share(infos) == {"cell_count", "cellprofiler"}
+    assert not classes["erm"].seeds_share_fold_work
+
+
 def test_order_is_longest_critical_path_first_and_the_schedule_holds_followers_back():
     waits = {"adabn": "erm", "tent": "erm"}
     estimates = {"ben": 25.0, "erm": 9.0, "adabn": 4.0, "tent": 20.0, "stats": None}

@@ -11,7 +11,7 @@ units there are, the record path each one writes, and which units must wait for 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,8 @@ def grid(methods: Sequence[str], folds_by_split: Mapping[str, Sequence[int]], se
             for k in folds for s in seeds]
 
 
-def prerequisites(units: Sequence[Unit], starts_from: Mapping[str, object]) -> dict[Unit, Unit]:
+def prerequisites(units: Sequence[Unit], starts_from: Mapping[str, object],
+                  seeds_share: Collection[str] = ()) -> dict[Unit, Unit]:
     """For each unit that should wait, the unit it waits for.
 
     Methods with the same ``starts_from`` (the config class of a model they all train exactly alike:
@@ -110,15 +111,18 @@ def prerequisites(units: Sequence[Unit], starts_from: Mapping[str, object]) -> d
     (:mod:`benchmark.core.training.model_cache`). The first of them in ``units`` (``erm`` in the default
     order) trains and caches it; the others of that (split, fold, seed) run after it and load it,
     instead of training the same model at the same time. ``starts_from`` maps a method to its
-    ``starts_from`` (None or absent: no shared model).
+    ``starts_from`` (None or absent: no shared model). The methods in ``seeds_share`` (whose fit caches
+    per-image features per fold, the same for every seed: ``Method.seeds_share_fold_work``) run the first
+    seed of a (split, fold) before its other seeds, which then read the cache.
     """
-    first: dict[tuple[object, str, int, int], Unit] = {}
+    first: dict[tuple[object, ...], Unit] = {}
     waits: dict[Unit, Unit] = {}
     for unit in units:
         shared = starts_from.get(unit.method)
-        if shared is None:
+        if shared is None and unit.method not in seeds_share:
             continue
-        key = (shared, unit.split, unit.fold, unit.seed)
+        key = ((shared, unit.split, unit.fold, unit.seed) if shared is not None
+               else ("seeds of", unit.method, unit.split, unit.fold))
         if key in first:
             waits[unit] = first[key]
         else:

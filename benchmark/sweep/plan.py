@@ -116,10 +116,21 @@ def make_plan(methods: Sequence[str], splits: Sequence[str], folds: Sequence[int
                                                             settings.split_seed, wanted)[0]]
     done = set(finished)
     todo = [u for u in units if u not in done]
-    waits = prerequisites(todo, {name: None if info.plugin else info.starts_from for name, info in infos.items()})
+    waits = prerequisites(todo, {name: None if info.plugin else info.starts_from for name, info in infos.items()},
+                          _seeds_share(infos))
     estimates = recorded_seconds(todo, Path(settings.results_dir), dataset.name, profile)
     return Plan(order_units(todo, waits, estimates), finished, waits, estimates, dataset.name, dataset.fingerprint,
                 tuple(wanted), dataset)
+
+
+def _seeds_share(infos: Mapping[str, Any]) -> set[str]:
+    """The built-in and local methods whose seeds share the fold's cached features (a plugin's claim is not read:
+    it is never imported here)."""
+    from ..registry import available_methods
+
+    classes = available_methods()
+    return {name for name, info in infos.items()
+            if not info.plugin and name in classes and getattr(classes[name], "seeds_share_fold_work", False)}
 
 
 def recorded_seconds(units: Sequence[Unit], results_dir: Path, dataset: str, profile: str) -> dict[Unit, float | None]:
