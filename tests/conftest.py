@@ -128,18 +128,12 @@ def sandbox_cheaters():
 
 
 _quitting: list = []
-"""Sealed zygotes asked to quit (they exit in ~2 s of interpreter teardown each), reaped at the session's end."""
+"""Sealed zygotes of finished tests, asked to quit and reaped at the session's end."""
 
 
 def _quit(zygote) -> None:
-    """Ask a zygote to quit without waiting for it to exit (:meth:`ZygoteProcess.stop` waits up to 2 s)."""
-    import contextlib
-
-    if zygote.control is not None:
-        with contextlib.suppress(Exception):
-            zygote.control.send("quit", {})
-        zygote.control.close()
-        zygote.control = None
+    """Ask a zygote to quit without waiting for it to exit."""
+    zygote.ask_to_quit()
     _quitting.append(zygote)
 
 
@@ -162,14 +156,11 @@ def _stop_the_tests_own_zygotes(request):
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Ask every zygote left to quit at once, then reap them: they exit in parallel, where the exit handler of
-    benchmark.sealed.runs would stop them one after the other (~2 s each)."""
+    """Stop every zygote left (all told at once, so they exit side by side), then reap the finished tests' ones."""
     import sys
 
     runs = sys.modules.get("benchmark.sealed.runs")
     if runs is not None:
-        for zygote in list(runs._ZYGOTES.values()):  # noqa: SLF001
-            _quit(zygote)
-        runs._ZYGOTES.clear()  # noqa: SLF001
+        runs.stop_zygotes()
     while _quitting:
         _quitting.pop().stop()

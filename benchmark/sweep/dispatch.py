@@ -14,7 +14,6 @@ from pathlib import Path
 from rich.console import Console
 
 from .clock import append_clock, expected
-
 from .local import run_debug, run_local
 from .plan import Plan
 from .progress import SweepProgress
