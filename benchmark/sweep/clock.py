@@ -21,6 +21,7 @@ from typing import Any
 
 from .grid import Unit
 from .plan import Plan
+from .schedule import Schedule
 
 CLOCK_FILE = "sweeps.jsonl"
 
@@ -36,26 +37,22 @@ def duration(seconds: float) -> str:
 
 
 def replay(order: Sequence[Unit], waits: Mapping[Unit, Unit], seconds: Mapping[Unit, float], jobs: int) -> float:
-    """The wall time of running ``order`` on ``jobs`` workers as the executors do: whenever a worker is free it takes
-    the first unit whose prerequisite (in ``waits``, if among ``order``) has finished; ``seconds`` per unit."""
-    pending = list(order)
-    members = set(order)
-    before = {u: b for u, b in waits.items() if u in members and b in members}
-    finished: set[Unit] = set()
+    """The wall time of running ``order`` on ``jobs`` workers as the executors do (the same :class:`Schedule`):
+    whenever a worker is free it takes the next unit whose prerequisite has finished; ``seconds`` per unit."""
+    schedule = Schedule(order, waits)
     running: list[tuple[float, int, Unit]] = []  # (end time, tie-break, unit)
     now, tick = 0.0, 0
-    while pending or running:
+    while schedule.pending or running:
         while len(running) < max(jobs, 1):
-            ready = next((u for u in pending if before.get(u) is None or before[u] in finished), None)
-            if ready is None:
+            unit = schedule.take()
+            if unit is None:
                 break
-            pending.remove(ready)
             tick += 1
-            heapq.heappush(running, (now + seconds.get(ready, 0.0), tick, ready))
+            heapq.heappush(running, (now + seconds.get(unit, 0.0), tick, unit))
         if not running:  # only possible with a prerequisite cycle, which prerequisites() never makes
             break
         now, _, unit = heapq.heappop(running)
-        finished.add(unit)
+        schedule.finish(unit)
     return now
 
 
@@ -88,7 +85,8 @@ class Expected:
 
 def expected(plan: Plan, jobs: int) -> Expected:
     """The expected wall time of ``plan.todo`` on ``jobs`` workers (module docstring)."""
-    known = {u: float(s) for u, s in plan.estimates.items() if s is not None and u in set(plan.todo)}
+    todo = set(plan.todo)
+    known = {u: float(s) for u, s in plan.estimates.items() if s is not None and u in todo}
     unknown: dict[str, list[str]] = {}
     for unit in plan.todo:
         if unit not in known and unit.split not in unknown.setdefault(unit.method, []):
