@@ -62,17 +62,19 @@ def test_fit(benchmark, datasets, smoke, name):
     benchmark.group = "fit (quick profile, 16 plates of 64 px)"
     benchmark.extra_info.update(kind="fit", method=name, data_wait_fraction=report.get("data_wait_fraction"),
                                 images_per_second=report.get("images_per_second"),
-                                epochs=report.get("epochs_run"), **_arithmetic(method, report))
+                                epochs=report.get("epochs_run"), **_arithmetic(method, report, smoke))
 
 
-def _arithmetic(method, report) -> dict:
-    """A ResNet method's training FLOPs per image, this process's matmul rate and the fit's share of it."""
+def _arithmetic(method, report, smoke: bool) -> dict:
+    """A ResNet method's training FLOPs per image, this process's matmul rate and the fit's share of it (the smoke
+    times a small matmul: ~1.7 s per method for the 1024² one, and its figures mean nothing there)."""
     if not report.get("images_per_second") or "crop" not in report:
         return {}
     flops = training_flops_per_image(method.model_, 5, report["crop"])
-    gflops = matmul_gflops()
+    gflops = matmul_gflops(n=128, repeats=2) if smoke else matmul_gflops()
     fraction = matmul_fraction(report["images_per_second"], flops, gflops)
-    assert 0 < fraction < 1.5, f"{method.name}: a fit at {fraction:.0%} of the matmul rate is a counting error"
+    assert fraction > 0 and (smoke or fraction < 1.5), \
+        f"{method.name}: a fit at {fraction:.0%} of the matmul rate is a counting error"
     return dict(gflop_per_image=flops / 1e9, matmul_gflops=gflops, matmul_fraction=fraction)
 
 
