@@ -15,7 +15,8 @@ Choices the reference description leaves open: the domain head is one hidden lay
 ``domain_hidden`` units with ReLU (``domain_hidden=0``: a linear head), created with the model
 (seeded by fit's seed) and discarded after training; λ stays 1 throughout (no ramp-up schedule
 as in Ganin et al.); the head's learning rate follows the run's schedule with its own peak
-(under the CPU default's one-cycle schedule it peaks at 1e-4); target images of a step are
+(under the CPU default's plateau schedule: warmed up to 1e-4, divided as the classifier's is; the
+weight average that is validated and kept covers the classifier, not the head); target images of a step are
 drawn from all target plates pooled, as many as labelled images (``n_target=0``).
 """
 

@@ -59,7 +59,7 @@ def test_targets_read_as_the_issue_writes_them():
 
 def test_the_table_has_the_issues_probes_and_unknown_names_list_the_valid_ones():
     names = [p.name for p in PROBES]
-    assert len(names) == len(set(names)) == 11
+    assert len(names) == len(set(names)) == 15
     assert [p.name for p in select_probes(["lab_severity0", "erm_in_domain"])] == ["erm_in_domain", "lab_severity0"]
     with pytest.raises(UnknownNameError, match=r"unknown probe 'erm_in_domian'.*Did you mean 'erm_in_domain'"):
         select_probes(["erm_in_domian"])
@@ -109,10 +109,14 @@ def _check_panel(panel: dict, names: tuple[str, ...]) -> None:
             continue
         assert isinstance(row["measured"], float) and math.isfinite(row["measured"]), row
         low = 0 if row["unit"] == "accuracy" else -1
-        assert low <= row["measured"] <= 1 and isinstance(row["passed"], bool), row
+        assert low <= row["measured"] <= 1, row
+        # a finding (no target) is reported, never passed or failed
+        assert row["passed"] is None if row["reported"] else isinstance(row["passed"], bool), row
     errors = sum(p["error"] is not None for p in panel["probes"])
     assert panel["summary"] == {"passed": sum(p["passed"] is True for p in panel["probes"]),
-                                "failed": sum(p["passed"] is False for p in panel["probes"]), "errors": errors}
+                                "failed": sum(p["passed"] is False for p in panel["probes"]),
+                                "reported": sum(p["reported"] and p["error"] is None for p in panel["probes"]),
+                                "errors": errors}
 
 
 def test_the_panel_end_to_end_then_a_rerun_reuses_every_fit(small, tmp_path):

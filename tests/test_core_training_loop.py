@@ -116,7 +116,7 @@ def test_schedule_errors_are_clear():
     with pytest.raises(MethodError, match="unknown learning-rate schedule 'cosine'; choose one of constant, onecycle"):
         TrainSettings(schedule="cosine")
     x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
-    with pytest.raises(MethodError, match="the one-cycle schedule needs the number of steps per epoch"):
+    with pytest.raises(MethodError, match="the onecycle schedule needs the number of steps per epoch"):
         train_model(torch.nn.Linear(3, 2), _batches(x, y), lambda m: 0.0,
                     TrainSettings(max_epochs=1, schedule="onecycle"), seed=0)
 

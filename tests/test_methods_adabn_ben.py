@@ -12,7 +12,8 @@ from benchmark.methods.adabn import AdaBN
 from benchmark.methods.ben import BEN
 from benchmark.methods.erm import ERM
 
-FAST = dict(threads=1, crop=0, max_epochs=4, patience=4, lr=3e-3, schedule="constant")
+FAST = dict(threads=1, crop=0, max_epochs=4, patience=4, lr=3e-3, schedule="constant",
+            augment="flips", weight_average=0.0)  # the recipe these mechanism checks were written on
 GAIN, OFFSET = [0.8] * 5, [30, -20, 25, 10, -15]
 
 

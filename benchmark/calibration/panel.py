@@ -28,8 +28,11 @@ class ProbeResult:
 
     @property
     def passed(self) -> bool | None:
-        """True / False against the target; None when the probe could not be measured."""
-        return None if self.measured is None else self.probe.target.passes(self.measured)
+        """True / False against the target; None when the probe could not be measured or has no target (a
+        finding, reported beside the panel)."""
+        if self.measured is None or self.probe.reported:
+            return None
+        return self.probe.target.passes(self.measured)
 
 
 @dataclass
@@ -100,6 +103,7 @@ def panel_json(result: PanelResult) -> dict[str, Any]:
              "target": {"low": r.probe.target.low, "high": r.probe.target.high,
                         "text": r.probe.target.text(r.probe.unit)},
              "reference": r.probe.reference or None, "measured": r.measured, "passed": r.passed,
+             "reported": r.probe.reported,
              "detail": r.detail or None, "error": r.error} for r in result.rows]
     return {"dataset": {"name": ds.name, "version": ds.meta.version, "fingerprint": ds.fingerprint,
                         "root": str(ds.root)},
@@ -109,5 +113,6 @@ def panel_json(result: PanelResult) -> dict[str, Any]:
             "results_dir": str(s.results), "created": result.created, "probes": rows,
             "summary": {"passed": sum(r.passed is True for r in result.rows),
                         "failed": sum(r.passed is False for r in result.rows),
+                        "reported": sum(r.probe.reported and r.measured is not None for r in result.rows),
                         "errors": sum(r.error is not None for r in result.rows)},
             "fits": dict(result.counts), "wall_s": round(result.wall_s, 1)}

@@ -3,8 +3,34 @@
 A probe's ``measure`` takes the panel's :class:`~benchmark.calibration.inputs.Inputs`
 (run records, label-shift fits, the lab classifier; each computed on first use and
 shared between probes) and returns a :class:`Measurement`. Adding a probe is one entry
-in :data:`PROBES`. Targets are those of the simulator's calibration (issue 11; the
-reference study is Sanchez-Fernandez et al. 2026, DESIGN.md §1); boundaries count as met.
+in :data:`PROBES`; boundaries count as met.
+
+The targets are re-based on the reference study (Sanchez-Fernandez et al. 2026,
+DESIGN.md §1; issue 26), measured on networks trained to their plateau:
+
+- ERM in-domain 0.90 – 0.96 (study 0.939 ± 0.005); ERM's drop to new batches
+  0.04 – 0.12 (study 0.077, 0.939 → 0.862).
+- The best plate-context method (AdaBN / ARM-BN / CS-ARM-BN) recovers ≥ 70 % of that
+  drop (study: ARM-BN-style meta-learning 0.935 ± 0.018, 95 % of it); as in issue 11,
+  also ≥ 70 % of the larger drop to new labs.
+- Label shift at Dirichlet α = 0.01 on new batches (the records' ``label_shift``
+  scenario, leave-batch-out): CS-ARM-BN ≥ 0.80 (study 0.894), ARM-BN ≤ 0.40 (study
+  0.228). The study's finding is qualitative, and these bounds test it: context taken
+  from the plate's DMSO controls keeps accuracy when a plate holds one or two classes
+  (0.80 is 85 % of the study's in-domain 0.939, leaving the simulator 0.09 below the
+  study's value), while context taken from the unlabelled treated images normalises the
+  phenotype away (0.40 is less than half of the lowest ERM in-domain accuracy the
+  panel accepts, 0.90). Both are read as the mean over the method's leave-batch-out
+  records, as the study's setting is new batches.
+- Simple baselines (``intensity_stats``, ``cell_count``) are reported beside the panel as
+  findings, with no target (:class:`Target` ``()``: "any"; such a row is *reported*,
+  never passed or failed). The literature finds them strong (per-well mean profiles,
+  classic features, cell count), so the panel states their margin to ERM without tuning
+  the simulator toward one.
+
+The other targets (ERM's leave-source-out gap, the best BN method's own batch gap, the
+lab classifier, the cut-plate label-shift fits) are those of the simulator's first
+calibration (issue 11).
 """
 
 from __future__ import annotations
@@ -22,7 +48,9 @@ if TYPE_CHECKING:
 TOLERANCE = 1e-9
 """A measured value this close to a bound meets it (float rounding of differences)."""
 BN_METHODS = ("adabn", "arm_bn", "cs_arm_bn")
-"""The BN-adaptation methods of the two 'best BN method' probes."""
+"""The plate-context (BN-adaptation) methods of the 'best BN method' probes."""
+SHIFT_LEVEL = "0.01"
+"""The Dirichlet α of the label-shift scenario probes: the study's severe shift."""
 UNITS = ("accuracy", "difference", "share")
 
 
@@ -32,6 +60,11 @@ class Target:
 
     low: float | None = None
     high: float | None = None
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the target sets a bound; a probe without one is a finding, reported and never a miss."""
+        return self.low is not None or self.high is not None
 
     def passes(self, value: float) -> bool:
         """Whether ``value`` is in range (within :data:`TOLERANCE` of a bound counts as in)."""
@@ -73,6 +106,11 @@ class Probe:
     unit: str = "accuracy"  # accuracy (in [0, 1]), difference (of accuracies) or share (a ratio)
     reference: str = ""     # the reference study's value, where there is one
 
+    @property
+    def reported(self) -> bool:
+        """A finding with no target: its value is shown, never passed or failed."""
+        return not self.target.bounded
+
 
 # ----------------------------------------------------------------------------- measurements
 
@@ -102,22 +140,37 @@ def _bn_batch_gap(inputs: Inputs) -> Measurement:
                        f"{name}: in-domain {acc.in_domain:.3f}, batch_out {acc.out_of_domain['batch_out']:.3f}")
 
 
-def _bn_source_recovery(inputs: Inputs) -> Measurement:
-    erm = inputs.accuracies("erm")
-    name, acc = _best_bn(inputs, "source_out")
-    gap = erm.in_domain - erm.out_of_domain["source_out"]
-    if gap <= 0:
-        raise BenchError(f"ERM has no source-out gap to recover (in-domain {erm.in_domain:.3f}, "
-                         f"source_out {erm.out_of_domain['source_out']:.3f})")
-    recovered = acc.out_of_domain["source_out"] - erm.out_of_domain["source_out"]
-    return Measurement(recovered / gap, f"{name} source_out {acc.out_of_domain['source_out']:.3f}; ERM in-domain "
-                                        f"{erm.in_domain:.3f}, source_out {erm.out_of_domain['source_out']:.3f}")
+def _bn_recovery(split: str) -> Callable[[Inputs], Measurement]:
+    """The share of ERM's drop from in-domain to ``split`` that the best BN-adaptation method wins back."""
+    def measure(inputs: Inputs) -> Measurement:
+        erm = inputs.accuracies("erm")
+        name, acc = _best_bn(inputs, split)
+        gap = erm.in_domain - erm.out_of_domain[split]
+        if gap <= 0:
+            raise BenchError(f"ERM has no {split} gap to recover (in-domain {erm.in_domain:.3f}, "
+                             f"{split} {erm.out_of_domain[split]:.3f})")
+        recovered = acc.out_of_domain[split] - erm.out_of_domain[split]
+        return Measurement(recovered / gap, f"{name} {split} {acc.out_of_domain[split]:.3f}; ERM in-domain "
+                                            f"{erm.in_domain:.3f}, {split} {erm.out_of_domain[split]:.3f}")
+    return measure
 
 
-def _intensity_margin(inputs: Inputs) -> Measurement:
-    erm, base = inputs.accuracies("erm"), inputs.accuracies("intensity_stats")
-    return Measurement(erm.in_domain - base.in_domain,
-                       f"ERM in-domain {erm.in_domain:.3f}, intensity_stats in-domain {base.in_domain:.3f}")
+def _baseline_margin(baseline: str) -> Callable[[Inputs], Measurement]:
+    """ERM's in-domain accuracy minus that of the simple baseline ``baseline``."""
+    def measure(inputs: Inputs) -> Measurement:
+        erm, base = inputs.accuracies("erm"), inputs.accuracies(baseline)
+        return Measurement(erm.in_domain - base.in_domain,
+                           f"ERM in-domain {erm.in_domain:.3f}, {baseline} in-domain {base.in_domain:.3f}")
+    return measure
+
+
+def _scenario_level(method: str, scenario: str = "label_shift", level: str = SHIFT_LEVEL,
+                    split: str = "batch_out") -> Callable[[Inputs], Measurement]:
+    """``method``'s mean accuracy at ``level`` of ``scenario`` over its ``split`` records."""
+    def measure(inputs: Inputs) -> Measurement:
+        found = inputs.scenario_accuracy(method, scenario, level, split)
+        return Measurement(found.accuracy, f"mean of {found.n_records} {split} records, {scenario} level {level}")
+    return measure
 
 
 def _lab(severity_zero: bool) -> Callable[[Inputs], Measurement]:
@@ -144,15 +197,19 @@ PROBES: tuple[Probe, ...] = (
     Probe("erm_in_domain", "ERM in-domain accuracy", Target(0.90, 0.96), _erm_in_domain,
           reference="0.939 ± 0.005"),
     Probe("erm_batch_gap", "ERM in-domain − leave-batch-out", Target(0.04, 0.12), _erm_gap("batch_out"),
-          "difference", "0.077"),
+          "difference", "0.077 (0.939 → 0.862)"),
     Probe("erm_source_gap", "ERM in-domain − leave-source-out", Target(0.08, 0.25), _erm_gap("source_out"),
           "difference", "larger than batch-out"),
     Probe("bn_batch_gap", "best BN adaptation (AdaBN / ARM-BN / CS-ARM-BN): in-domain − leave-batch-out",
           Target(-0.02, 0.02), _bn_batch_gap, "difference", "0.939 vs 0.935"),
+    Probe("bn_batch_recovery", "best BN adaptation on leave-batch-out: share of ERM's drop recovered",
+          Target(low=0.70), _bn_recovery("batch_out"), "share", "95 % (0.862 → 0.935 of 0.939)"),
     Probe("bn_source_recovery", "best BN adaptation on leave-source-out: share of ERM's gap recovered",
-          Target(low=0.70), _bn_source_recovery, "share"),
-    Probe("intensity_margin", "ERM in-domain − intensity-statistics baseline in-domain", Target(low=0.10),
-          _intensity_margin, "difference", "morphology must matter"),
+          Target(low=0.70), _bn_recovery("source_out"), "share"),
+    Probe("label_shift_a001_cs_arm_bn", "label shift at Dirichlet α = 0.01, new batches: CS-ARM-BN accuracy",
+          Target(low=0.80), _scenario_level("cs_arm_bn"), reference="0.894"),
+    Probe("label_shift_a001_arm_bn", "label shift at Dirichlet α = 0.01, new batches: ARM-BN accuracy",
+          Target(high=0.40), _scenario_level("arm_bn"), reference="0.228"),
     Probe("lab_severity1", "lab from per-image channel statistics (linear), this dataset", Target(low=0.95),
           _lab(False)),
     Probe("lab_severity0", "lab from channel statistics at severity 0: accuracy − chance", Target(high=0.10),
@@ -163,6 +220,10 @@ PROBES: tuple[Probe, ...] = (
           _label_shift("ben"), "difference"),
     Probe("label_shift_erm", "label shift (2 classes per target plate): ERM accuracy loss", Target(high=0.05),
           _label_shift("erm"), "difference"),
+    Probe("intensity_margin", "finding: ERM in-domain − intensity-statistics baseline in-domain", Target(),
+          _baseline_margin("intensity_stats"), "difference", "simple features are strong baselines"),
+    Probe("cell_count_margin", "finding: ERM in-domain − cell-count baseline in-domain", Target(),
+          _baseline_margin("cell_count"), "difference", "cell count is a strong bioactivity baseline"),
 )
 """Every probe, in table order."""
 

@@ -1,6 +1,13 @@
-"""The panel as a terminal table and as the markdown table of a data card."""
+"""The panel as a terminal table and as the markdown table of a data card.
+
+A row's verdict is ``pass`` or ``FAIL`` against its target, ``reported`` for a finding with
+no target (a simple baseline: never a miss) and ``–`` when it could not be measured.
+"""
 
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
 
 from .panel import PanelResult, ProbeResult
 
@@ -15,7 +22,21 @@ def format_value(row: ProbeResult) -> str:
 
 
 def verdict(row: ProbeResult) -> str:
+    """``pass`` / ``FAIL`` against the target, ``reported`` for a measured probe with no target, ``–`` unmeasured."""
+    if row.measured is not None and row.probe.reported:
+        return "reported"
     return {True: "pass", False: "FAIL", None: "–"}[row.passed]
+
+
+def tally(rows: Iterable[ProbeResult]) -> Counter[str]:
+    """How many rows have each verdict (``pass``, ``FAIL``, ``reported``, ``–``); only ``FAIL`` rows are misses."""
+    return Counter(verdict(row) for row in rows)
+
+
+def summary_line(result: PanelResult) -> str:
+    """``9 pass, 1 FAIL, 2 reported (no target), 0 not measured``."""
+    n = tally(result.rows)
+    return f"{n['pass']} pass, {n['FAIL']} FAIL, {n['reported']} reported (no target), {n['–']} not measured"
 
 
 def profile_line(result: PanelResult) -> str:
@@ -34,11 +55,12 @@ def print_table(result: PanelResult) -> None:
     from rich.table import Table
 
     quick = " --quick" if result.settings.quick else ""
-    table = Table(title=f"bench data calibrate{quick}", caption=profile_line(result))
+    table = Table(title=f"bench data calibrate{quick}", caption=f"{summary_line(result)}; {profile_line(result)}")
     for col in ("probe", "measured", "target", "pass", "from"):
         table.add_column(col, overflow="fold")
     for row in result.rows:
-        mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]–[/]"}[row.passed]
+        mark = {"pass": "[green]pass[/]", "FAIL": "[red]FAIL[/]", "reported": "[cyan]reported[/]",
+                "–": "[yellow]–[/]"}[verdict(row)]
         value = f"[yellow]{format_value(row)}[/]" if row.error else format_value(row)
         table.add_row(row.probe.title, value, row.probe.target.text(row.probe.unit), mark, row.detail)
     Console(width=200).print(table)
@@ -52,5 +74,6 @@ def markdown_table(result: PanelResult) -> str:
                  row.detail]
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     quick = " --quick" if result.settings.quick else ""
-    lines += ["", f"`bench data calibrate{quick}` on {profile_line(result)} ({result.created})."]
+    lines += ["", f"{summary_line(result)}.", "",
+              f"`bench data calibrate{quick}` on {profile_line(result)} ({result.created})."]
     return "\n".join(lines)

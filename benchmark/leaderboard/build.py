@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BenchError
+from .config_versions import Superseded, newest_config
 from .tables import (BASELINE, CI_NOTE, commands, configs, details_table, hardware, main_table,
                                  method_order, model_line, paired_difference, per_source_table, provenance)
 from ..records import DEFAULT_RESULTS, QUICK, RECORD_FORMAT, Record, RecordSet, iter_record_files, load_records
@@ -219,7 +220,7 @@ def build_leaderboard(results_dir: Path | str = DEFAULT_RESULTS, out_md: Path | 
     refused = _refuse(found, include_quick, result) if verify_metrics else []
     shown_rejected = rejected if include_quick else [(r, why) for r, why in rejected
                                                       if r.profile != QUICK or r.status != "ok"]
-    used = found.ok + (found.quick if include_quick else [])
+    used, superseded = newest_config(found.ok + (found.quick if include_quick else []))
     if not used:
         raise NoRecordsError(_no_records_reason(results_dir, out_md, found, rejected, refused))
     result.n_records = len(used)
@@ -246,12 +247,22 @@ def build_leaderboard(results_dir: Path | str = DEFAULT_RESULTS, out_md: Path | 
                                   baseline)
     lines += _reported_section() + [""]
     lines += _exclusions(found, include_quick, results_dir, result, shown_rejected)
+    lines += _superseded_section(superseded, result)
     lines += _refused_section(refused, results_dir)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_md.with_name(f".{out_md.name}.tmp-{os.getpid()}")
     tmp.write_text("\n".join(lines).rstrip() + "\n")
     os.replace(tmp, out_md)
     return result
+
+
+def _superseded_section(superseded: list[Superseded], result: LeaderboardResult) -> list[str]:
+    """The note on records set aside for a newer config of their method (nothing when there are none)."""
+    if not superseded:
+        return []
+    result.warnings += [group.reason() for group in superseded]
+    return ["## Superseded records", "", "A row averages the records of one config only (the newest); these are left "
+            "out until they are rerun:", ""] + [f"- {group.reason()}" for group in superseded] + [""]
 
 
 def _first_refusal(refused: list[tuple[Record, list[str]]] | None) -> str:

@@ -5,8 +5,8 @@ its ``Config`` and skips the rest (``n_controls`` means nothing to ERM), so one
 preset serves every method. Where the reference trains one family of methods
 differently, the preset also holds values for the configs of one class and its
 subclasses, which win over its common values. ``paper`` is the reference setting of
-the study (DESIGN.md §2): ResNet-50, 256 px crops, Adam at a constant lr 1e-3, up to
-200 epochs with early stopping after 20, one-plate batches of 64 treated + 128 DMSO
+the study (DESIGN.md §2): ResNet-50, 256 px crops with flips, Adam at a constant lr 1e-3 (no weight
+average), up to 200 epochs with early stopping after 20, one-plate batches of 64 treated + 128 DMSO
 images with gradient accumulation 8; ERM's mixed batches of 64 (ERM, AdaBN and the
 test-time methods that start from ERM's model: every config of class ``ERMConfig``)
 take a step after every batch. It is meant for a GPU: on CUDA the ResNet methods run
@@ -55,6 +55,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
                     "Adam 1e-3, <=200 epochs, patience 20, 64 treated + 128 DMSO per one-plate batch with "
                     "grad. accumulation 8; ERM-trained methods step after every batch of 64",
            {"backbone": "resnet50", "crop": 256, "eval_crop": 256, "lr": 1e-3, "schedule": "constant", "max_epochs": 200, "patience": 20,
+            "augment": "flips", "weight_average": 0.0,
             "grad_accum": 8,
             "n_treated": 64, "batch_size": 64, "n_controls": 128, "eval_batch_size": 256},
            for_configs={"benchmark.methods.erm.ERMConfig": {"grad_accum": 1}}),  # ERM, AdaBN, TENT, DeYO, ROID

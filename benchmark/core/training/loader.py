@@ -36,7 +36,7 @@ from ...constants import DMSO_LABEL
 from ...datasets.dataset import LabelledImages
 from .accel import is_cuda, to_device
 from .distributed import World
-from .preprocess import Preprocessor, normalise, random_crop_flip
+from .preprocess import Preprocessor, normalise
 from .sampler import Batch, BatchComposition
 from .loop import SizedEpoch, Step
 
@@ -87,16 +87,17 @@ class PlateCodes:
 class _AugmentedBatches(TorchDataset):
     """Item ``i``: the uint8 random crops/flips of batch ``i`` and its targets (run in a worker)."""
 
-    def __init__(self, train: LabelledImages, batches: Sequence[Batch], crop: int, seeds: np.ndarray,
+    def __init__(self, train: LabelledImages, batches: Sequence[Batch], preprocess: Preprocessor, seeds: np.ndarray,
                  domains: PlateCodes):
-        self.train, self.batches, self.crop, self.seeds, self.domains = train, list(batches), crop, seeds, domains
+        self.train, self.batches, self.preprocess, self.seeds, self.domains = (train, list(batches), preprocess,
+                                                                               seeds, domains)
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch = self.batches[i]
-        pixels = random_crop_flip(read_batch(self.train, batch), self.crop, np.random.default_rng(self.seeds[i]))
+        pixels = self.preprocess.augmented(read_batch(self.train, batch), np.random.default_rng(self.seeds[i]))
         return (torch.from_numpy(pixels), torch.as_tensor(batch_targets(self.train, batch), dtype=torch.long),
                 torch.as_tensor(self.domains.of(batch), dtype=torch.long))
 
@@ -133,7 +134,7 @@ def training_steps(train: LabelledImages, batches: Sequence[Batch], preprocess: 
     seeds = rng.integers(0, 2**63 - 1, size=len(batches))
     if share is not None:
         batches, seeds = [batches[i] for i in share], seeds[list(share)]
-    loader = DataLoader(_AugmentedBatches(train, batches, preprocess.crop, seeds, domains), batch_size=None,
+    loader = DataLoader(_AugmentedBatches(train, batches, preprocess, seeds, domains), batch_size=None,
                         shuffle=False, num_workers=workers, pin_memory=is_cuda(device), prefetch_factor=4)
     for pixels, targets, plates in loader:
         yield Step(normalise(pixels, preprocess.stats, device, preprocess.channels_last),

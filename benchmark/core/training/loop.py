@@ -1,4 +1,4 @@
-"""The one training loop: Adam (constant or one-cycle learning rate), gradient accumulation,
+"""The one training loop: Adam or SGD-Nesterov (constant, one-cycle or plateau learning rate), gradient accumulation,
 validation-based early stopping.
 
 A method plugs in (a) how an epoch's mini-batches are formed (:func:`benchmark.core.training.loader.epochs`
@@ -25,6 +25,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from ...constants import DMSO_LABEL
 from ...errors import MethodError
 from .distributed import RunningStatsSync, World
+from .weight_average import WeightAverage
 
 SELECTION_RULE = "min val loss (training-domain val batches)"
 
@@ -80,18 +82,27 @@ def cross_entropy_loss(model: torch.nn.Module, step: Step) -> torch.Tensor:
 class TrainSettings:
     """Optimisation settings of :func:`train_model`."""
 
-    lr: float = 1e-3           # Adam learning rate
-    weight_decay: float = 0.0  # Adam weight decay
-    max_epochs: int = 10       # epoch budget
+    lr: float = 1e-3           # (peak) learning rate
+    weight_decay: float = 0.0  # weight decay (Adam: L2 in the gradient; SGD: likewise)
+    max_epochs: int = 10       # epoch cap
     patience: int = 3          # epochs without a better validation loss before stopping
     grad_accum: int = 1        # mini-batches per optimiser step
-    schedule: str = "constant"  # learning rate: "constant", or "onecycle" (warm-up to lr, then cosine to ~0)
+    schedule: str = "constant"  # learning rate: "constant", "onecycle" (warm-up to lr, then cosine to ~0) or
+                                # "plateau" (warm-up over the first epoch, then lr until the validation loss stalls)
+    optimizer: str = "adam"    # "adam", or "sgd" (momentum 0.9, Nesterov)
+    lr_patience: int = 2       # plateau schedule: epochs without a better validation loss before lr *= lr_decay
+    lr_decay: float = 0.2      # plateau schedule: factor of each decay
+    weight_average: float = 0.0  # per-step decay of a moving average of the weights that is validated, selected
+                                 # and returned (0: none; :mod:`benchmark.core.training.weight_average`)
 
     def __post_init__(self) -> None:
         check_schedule(self.schedule)
+        check_optimizer(self.optimizer)
 
 
-SCHEDULES = ("constant", "onecycle")
+SCHEDULES = ("constant", "onecycle", "plateau")
+OPTIMIZERS = ("adam", "sgd")
+SGD_MOMENTUM = 0.9
 
 
 def check_schedule(name: str) -> None:
@@ -100,8 +111,61 @@ def check_schedule(name: str) -> None:
         raise MethodError(f"unknown learning-rate schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
 
 
+def check_optimizer(name: str) -> None:
+    """Raise a MethodError naming the valid optimisers unless ``name`` is one."""
+    if name not in OPTIMIZERS:
+        raise MethodError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def make_optimiser(params: Any, settings: TrainSettings) -> torch.optim.Optimizer:
+    """Adam, or SGD with Nesterov momentum, at ``settings.lr`` (param groups may set their own)."""
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=settings.lr, momentum=SGD_MOMENTUM, nesterov=True,
+                               weight_decay=settings.weight_decay)
+    return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
 WARMUP_FRACTION = 0.25
 """Share of the one-cycle schedule's steps spent warming up."""
+
+
+class PlateauSchedule:
+    """Linear warm-up over the first epoch's optimiser steps, then the peak learning rate, multiplied by
+    ``lr_decay`` whenever the validation loss has not improved for ``lr_patience`` epochs (the counter restarts
+    after each decay). With early stopping at ``patience`` > ``lr_patience`` a run ends on a plateau it has
+    already tried smaller steps on: its best epoch lies before the cap unless the cap cut it off."""
+
+    def __init__(self, optimiser: torch.optim.Optimizer, settings: TrainSettings, steps_per_epoch: int):
+        self.optimiser, self.settings = optimiser, settings
+        self.peaks = [group["lr"] for group in optimiser.param_groups]
+        self.warmup_steps, self.step_count, self.scale, self.stalled = max(1, steps_per_epoch), 0, 1.0, 0
+        self.best = math.inf
+        self._apply(1 / (self.warmup_steps + 1))
+
+    def _apply(self, factor: float) -> None:
+        for group, peak in zip(self.optimiser.param_groups, self.peaks):
+            group["lr"] = peak * factor
+
+    def step(self) -> None:
+        """After an optimiser step: the next step's warm-up factor."""
+        self.step_count += 1
+        if self.step_count <= self.warmup_steps:
+            self._apply(min(1.0, (self.step_count + 1) / (self.warmup_steps + 1)) * self.scale)
+
+    def epoch_end(self, val_loss: float) -> None:
+        """After an epoch's validation: decay when the loss has stalled for ``lr_patience`` epochs."""
+        if val_loss < self.best:
+            self.best, self.stalled = val_loss, 0
+            return
+        self.stalled += 1
+        if self.stalled >= self.settings.lr_patience:
+            self.scale, self.stalled = self.scale * self.settings.lr_decay, 0
+            self._apply(self.scale)
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate of the first parameter group."""
+        return float(self.optimiser.param_groups[0]["lr"])
 
 
 class SizedEpoch:
@@ -117,12 +181,16 @@ class SizedEpoch:
         return self.n_steps
 
 
+def _updates_per_epoch(settings: TrainSettings, epoch: Iterable[Step]) -> int:
+    if not isinstance(epoch, Sized):
+        raise MethodError(f"the {settings.schedule} schedule needs the number of steps per epoch: return a "
+                          "SizedEpoch from the epoch function")
+    return max(1, math.ceil(len(epoch) / settings.grad_accum))
+
+
 def _one_cycle(optimiser: torch.optim.Optimizer, settings: TrainSettings, epoch: Iterable[Step]
                ) -> torch.optim.lr_scheduler.OneCycleLR:
-    if not isinstance(epoch, Sized):
-        raise MethodError("the one-cycle schedule needs the number of steps per epoch: return a SizedEpoch "
-                          "from the epoch function")
-    total = settings.max_epochs * max(1, math.ceil(len(epoch) / settings.grad_accum))
+    total = settings.max_epochs * _updates_per_epoch(settings, epoch)
     peaks = [group["lr"] for group in optimiser.param_groups]  # settings.lr unless a group sets its own
     # torch divides by the warm-up's length in steps minus one: 0 when it is exactly one step (4 steps in all);
     # such a run (a tiny dataset) then warms up over two steps instead
@@ -161,12 +229,19 @@ def _epoch_loss(step_losses: list[torch.Tensor], epoch: int, lr: float) -> float
     return float(values.sum())
 
 
-def _optimiser_step(optimiser: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-                    world: World) -> None:
+Scheduler = torch.optim.lr_scheduler.OneCycleLR | PlateauSchedule
+
+
+def _optimiser_step(optimiser: torch.optim.Optimizer, scheduler: Scheduler | None, world: World,
+                    average: tuple[WeightAverage, torch.nn.Module] | None = None) -> None:
     world.average_gradients(p for group in optimiser.param_groups for p in group["params"])  # alone: nothing
     optimiser.step()
     optimiser.zero_grad(set_to_none=True)
-    if scheduler is not None and scheduler.last_epoch + 1 < scheduler.total_steps:  # type: ignore[attr-defined]
+    if average is not None:
+        average[0].update(average[1])
+    if isinstance(scheduler, PlateauSchedule):
+        scheduler.step()
+    elif scheduler is not None and scheduler.last_epoch + 1 < scheduler.total_steps:  # type: ignore[attr-defined]
         scheduler.step()  # an epoch longer than the first keeps the final learning rate
 
 
@@ -176,8 +251,9 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
                 on_step: Callable[[float, float], None] | None = None,
                 loss: TrainingLoss = cross_entropy_loss,
                 params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]] | None = None,
-                world: World | None = None) -> dict[str, Any]:
-    """Train ``model`` with Adam and early stopping on ``val_loss``; restore the best weights.
+                world: World | None = None,
+                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train ``model`` (Adam or SGD) with early stopping on ``val_loss``; restore the best weights.
 
     Parameters
     ----------
@@ -197,11 +273,15 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
         weights are restored to the best epoch.
     world : the processes training together (:mod:`benchmark.core.training.distributed`); default: the initialised
         default process group, else this process alone.
+    on_epoch : called after every epoch's validation (model in ``eval()`` mode, on rank 0 only) with the epoch and
+        ``{"train_loss", "val_loss", "lr"}``: a learning curve's hook. It may evaluate the model but must leave its
+        weights and statistics as it found them.
 
     Returns
     -------
-    The training report: epochs run, best epoch, best validation loss, selection rule, optimiser steps, the
-    mean training loss of every epoch (over all ranks' batches), training time, throughput (all ranks), the
+    The training report: epochs run, best epoch, the cap, whether the run converged (best epoch below the cap),
+    best validation loss, selection rule, optimiser steps, the mean training loss and the validation loss of every
+    epoch (training loss over all ranks' batches), the learning rate at the end of every epoch, training time, throughput (all ranks), the
     share of step time spent waiting for data, and the world size and collective backend.
 
     Raises
@@ -212,14 +292,16 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
     """
     world = World.current() if world is None else world
     rng = seed_everything(seed)
-    optimiser = torch.optim.Adam(model.parameters() if params is None else params, lr=settings.lr,
-                                 weight_decay=settings.weight_decay)
+    optimiser = make_optimiser(model.parameters() if params is None else params, settings)
     best_loss, best_epoch, best_state = math.inf, 0, None
     n_images, start, epoch = 0, time.perf_counter(), 0
     data_seconds = step_seconds = 0.0
     scheduler = None
-    n_updates, epoch_losses = 0, []
+    n_updates, epoch_losses, val_losses, lrs = 0, [], [], []
     running_stats = RunningStatsSync(model, world)  # alone: does nothing
+    average = WeightAverage(model, settings.weight_average) if settings.weight_average > 0 else None
+    averaged = (average, model) if average is not None else None
+    selected = average.swapped_in if average is not None else _as_is  # the network validated and kept
     for epoch in range(1, settings.max_epochs + 1):
         model.train()
         optimiser.zero_grad(set_to_none=True)
@@ -228,6 +310,8 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
         this_epoch = epoch_batches(rng)
         if settings.schedule == "onecycle" and scheduler is None:
             scheduler = _one_cycle(optimiser, settings, this_epoch)
+        elif settings.schedule == "plateau" and scheduler is None:
+            scheduler = PlateauSchedule(optimiser, settings, _updates_per_epoch(settings, this_epoch))
         batches = _in_lockstep(this_epoch, world)
         step = 0
         while True:
@@ -247,7 +331,7 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
                 step_losses.append(step_loss.detach())  # read once per epoch: no host sync per step
             pending += 1
             if pending == settings.grad_accum:
-                _optimiser_step(optimiser, scheduler, world)
+                _optimiser_step(optimiser, scheduler, world, averaged)
                 pending, n_updates = 0, n_updates + 1
             if item is None:
                 continue
@@ -258,23 +342,33 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
             if on_step is not None:
                 on_step(waited, took)
         if pending:
-            _optimiser_step(optimiser, scheduler, world)
+            _optimiser_step(optimiser, scheduler, world, averaged)
             n_updates += 1
         train_loss = _epoch_loss(step_losses, epoch, settings.lr)
         total, count = world.sum([train_loss, n_steps])
         epoch_losses.append(total / max(count, 1))
         running_stats.finish(int(count))  # BN running statistics: one process's after all ranks' batches
         model.eval()
+        if average is not None:
+            average.sync(world)
         current = math.nan
-        if world.rank == 0:
-            with torch.no_grad():
-                current = float(val_loss(model))
-        current = world.broadcast(current)  # every rank takes rank 0's decisions
-        _check_finite(current, "the validation loss", epoch, None, settings.lr)
-        improved = current < best_loss
-        if improved:
-            best_loss, best_epoch = current, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        with selected(model):
+            if world.rank == 0:
+                with torch.no_grad():
+                    current = float(val_loss(model))
+            current = world.broadcast(current)  # every rank takes rank 0's decisions
+            _check_finite(current, "the validation loss", epoch, None, settings.lr)
+            val_losses.append(current)
+            lrs.append(float(optimiser.param_groups[0]["lr"]))
+            if on_epoch is not None and world.rank == 0:
+                with torch.no_grad():
+                    on_epoch(epoch, {"train_loss": epoch_losses[-1], "val_loss": current, "lr": lrs[-1]})
+            improved = current < best_loss
+            if improved:
+                best_loss, best_epoch = current, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if isinstance(scheduler, PlateauSchedule):
+            scheduler.epoch_end(current)
         if progress is not None and world.rank == 0:
             progress(f"epoch {epoch:3d}  train loss {epoch_losses[-1]:.4f}  "
                      f"val loss {current:.4f}{'  *' if improved else ''}")
@@ -285,12 +379,19 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
     model.eval()
     seconds = time.perf_counter() - start
     n_images = int(world.sum([n_images])[0])
-    return {"epochs_run": epoch, "best_epoch": best_epoch, "best_val_loss": best_loss, "schedule": settings.schedule,
-            "selection": SELECTION_RULE, "optimiser_steps": n_updates, "train_loss": epoch_losses,
+    return {"epochs_run": epoch, "best_epoch": best_epoch, "max_epochs": settings.max_epochs,
+            "converged": best_epoch < settings.max_epochs, "best_val_loss": best_loss, "schedule": settings.schedule,
+            "optimizer": settings.optimizer, "selection": SELECTION_RULE, "optimiser_steps": n_updates,
+            "train_loss": epoch_losses, "val_loss": val_losses, "lr": lrs,
             "train_seconds": round(seconds, 3),
             "images_per_second": round(n_images / seconds, 1) if seconds > 0 else None,
             "data_wait_fraction": round(data_seconds / step_seconds, 4) if step_seconds > 0 else None,
             **world.report()}
+
+
+@contextmanager
+def _as_is(model: torch.nn.Module) -> Iterator[None]:
+    yield
 
 
 def _in_lockstep(epoch: Iterable[Step], world: World) -> Iterator[Step | tuple | None]:

@@ -76,12 +76,26 @@ def check_crop(crop: int, image_shape: Sequence[int]) -> int:
     return crop
 
 
-def random_crop_flip(images: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``crop x crop`` window of each image, each flipped horizontally/vertically with p=0.5."""
+AUGMENTATIONS = ("flips", "dihedral")
+"""Symmetries drawn for every training crop: ``flips`` (horizontal and vertical flips: 4 of the square's 8
+symmetries) or ``dihedral`` (flips and a transpose: all 8, the rotations by 90° included; cells have no
+orientation, so every one is a free augmentation)."""
+
+
+def check_augment(name: str) -> None:
+    """Raise a MethodError naming the valid augmentations unless ``name`` is one."""
+    if name not in AUGMENTATIONS:
+        raise MethodError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENTATIONS)}")
+
+
+def random_crop_flip(images: np.ndarray, crop: int, rng: np.random.Generator, augment: str = "flips") -> np.ndarray:
+    """A random ``crop x crop`` window of each image, each flipped horizontally/vertically with p=0.5 and, with
+    ``augment="dihedral"``, transposed with p=0.5 (a uniform draw from the dihedral group of the square)."""
     n, _, h, w = images.shape
     ys = rng.integers(0, h - crop + 1, size=n)
     xs = rng.integers(0, w - crop + 1, size=n)
     flip_h, flip_v = rng.random(n) < 0.5, rng.random(n) < 0.5
+    transpose = rng.random(n) < 0.5 if augment == "dihedral" else np.zeros(n, dtype=bool)
     out = np.empty(images.shape[:2] + (crop, crop), dtype=images.dtype)
     for i in range(n):
         patch = images[i, :, ys[i]:ys[i] + crop, xs[i]:xs[i] + crop]
@@ -89,6 +103,8 @@ def random_crop_flip(images: np.ndarray, crop: int, rng: np.random.Generator) ->
             patch = patch[:, :, ::-1]
         if flip_v[i]:
             patch = patch[:, ::-1, :]
+        if transpose[i]:
+            patch = patch.transpose(0, 2, 1)
         out[i] = patch
     return out
 
@@ -128,6 +144,7 @@ class Preprocessor:
     channels_last : use the channels-last memory format (faster convolutions on CPU).
     eval_crop : side of the centre crop of evaluation images (None: ``crop``). A network that pools
         globally takes any size, so evaluation may see more of the field than one training crop.
+    augment : the symmetries of a training crop (:data:`AUGMENTATIONS`).
     """
 
     stats: ChannelStats
@@ -135,11 +152,15 @@ class Preprocessor:
     device: str = "cpu"
     channels_last: bool = False
     eval_crop: int | None = None
+    augment: str = "flips"
 
     def train(self, images: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        """Random crop + flips, normalised."""
-        return normalise(random_crop_flip(np.asarray(images), self.crop, rng), self.stats,
-                         self.device, self.channels_last)
+        """Random crop + flips (+ transpose: ``augment``), normalised."""
+        return normalise(self.augmented(images, rng), self.stats, self.device, self.channels_last)
+
+    def augmented(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The uint8 random crops and symmetries of :meth:`train`, not yet normalised."""
+        return random_crop_flip(np.asarray(images), self.crop, rng, self.augment)
 
     def eval(self, images: np.ndarray) -> torch.Tensor:
         """Centre crop, normalised."""
