@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import BenchError
 from .config_versions import Superseded, newest_config
+from .training import training_table
 from .tables import (BASELINE, CI_NOTE, commands, configs, details_table, hardware, main_table,
                                  method_order, model_line, paired_difference, per_source_table, provenance)
 from ..records import DEFAULT_RESULTS, QUICK, RECORD_FORMAT, Record, RecordSet, iter_record_files, load_records
@@ -147,6 +148,12 @@ def _dataset_section(name: str, fp: str, records: list[Record], failed: list[Rec
                       "has no CI: its seeds share the held-out lab.", ""] + per_source + [""]
         lines += _corrections(records, out_md, figures_dir)
         lines += _scenarios(records, name, fp, out_md, figures_dir, result, baseline)
+        training = training_table(records)
+        if training:
+            lines += ["### Training: epochs, and whether each network stopped on its plateau", "",
+                      "A run *converged* when its selected epoch (lowest training-domain validation loss) came "
+                      "before the cap; one that was still improving at the cap was cut off by the budget. "
+                      "Methods that start from ERM's cached model report ERM's training.", ""] + training + [""]
         lines += ["### Details (out-of-domain and in-domain metrics per split)", ""] + details_table(records) + [""]
         lines += ["### Hyper-parameters (from the records' configs)", ""] + configs(records) + [""]
         lines += ["### Code that produced the records", ""] + provenance(records) + [""]

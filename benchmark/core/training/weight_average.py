@@ -5,8 +5,14 @@ After every optimiser step every floating-point entry of the state (weights, bia
 moves towards the live network's by ``1 - d``, with the decay warmed up as ``d_t = min(decay, (1 + t) / (10 + t))``
 so that the first steps are not dominated by the initial weights; integer entries (``num_batches_tracked``)
 are copied. Validation and selection then score the averaged network, whose loss is far less noisy than the
-live one's at a high learning rate. Data-parallel, the ranks' averaged weights are equal (they take the same
-steps) but their BN statistics are not; :meth:`WeightAverage.sync` makes them rank 0's before validation.
+live one's at a high learning rate (averaging the weights alone leaves it as noisy: the noise is in the BN
+statistics of the last batches; ERM, source_out fold 0: best validation loss 0.188 with the statistics averaged,
+0.227 without, 0.320 with no average).
+
+Data-parallel, the ranks' averaged weights are equal (they take the same steps) but the BN statistics each
+rank averages are those of its own share of the batches; :meth:`WeightAverage.sync` makes every rank's
+average rank 0's before validation. So with a weight average a data-parallel run is not bit for bit one
+process's, as it is without (the ``paper`` preset averages nothing).
 """
 
 from __future__ import annotations
