@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..config_bounds import Bound, at_least, positive
+from ..config_bounds import Bound, at_least, between, positive
 from ..core.training.accel import accelerate, loader_workers, mixed_precision
 from ..core.training.backbones import create_backbone, n_parameters
 from ..core.training.distributed import World, process_group
@@ -65,6 +65,8 @@ class ConvNetConfig(MethodConfig):
     optimizer: str = "adam"         # "adam" (reference) or "sgd" (Nesterov momentum 0.9)
     lr_patience: int = 2            # plateau schedule: epochs without a lower validation loss before a decay
     lr_decay: float = 0.2           # plateau schedule: factor of each decay
+    min_delta: float = 0.0          # relative drop of the validation loss that counts as progress for early
+                                    # stopping and decays (the best epoch is the lowest loss all the same)
     augment: str = "dihedral"       # training-crop symmetries: "dihedral" (flips + 90° rotations) or "flips"
                                     # (horizontal/vertical: the reference)
     weight_average: float = 0.99    # per-step decay of the weight average validated, selected and kept (0: none,
@@ -77,7 +79,7 @@ class ConvNetConfig(MethodConfig):
 
     bounds = {"crop": at_least(0), "eval_crop": at_least(0), "lr": positive(), "weight_decay": at_least(0),
               "max_epochs": at_least(1), "patience": at_least(1), "grad_accum": at_least(1),
-              "lr_patience": at_least(1), "lr_decay": positive(), "weight_average": Bound(low=0, high=1, high_open=True),
+              "lr_patience": at_least(1), "lr_decay": positive(), "min_delta": between(0, 1), "weight_average": Bound(low=0, high=1, high_open=True),
               "eval_batch_size": at_least(1), "stats_images": at_least(1), "threads": at_least(0)}
 
     def __post_init__(self) -> None:
@@ -124,6 +126,7 @@ class ConvNetMethod(Method):
         settings = TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
                                  patience=cfg.patience, grad_accum=cfg.grad_accum, schedule=cfg.schedule,
                                  optimizer=cfg.optimizer, lr_patience=cfg.lr_patience, lr_decay=cfg.lr_decay,
+                                 min_delta=cfg.min_delta,
                                  weight_average=cfg.weight_average)
         progress = stderr_progress(f"{self.name} seed {seed}") if self.verbose else None
         steps = epochs(train, recipe.batches, self.preprocess_, loader_workers(self.device), self.world_)

@@ -144,3 +144,44 @@ def test_the_weight_average_is_what_is_validated_selected_and_returned():
 def test_the_weight_average_decay_must_be_below_one():
     with pytest.raises(ConfigError, match=r"weight_average=1.0 is out of range: it must be in \[0, 1\)"):
         ERMConfig(weight_average=1.0)
+
+
+def test_min_delta_stops_on_a_crawl_but_still_keeps_the_lowest_loss():
+    x, y = torch.randn(64, 3), torch.randint(0, 2, (64,))
+    crawl = [1.0, 0.5, 0.499, 0.498, 0.497, 0.496, 0.495, 0.494]
+    runs = {}
+    for min_delta in (0.0, 0.01):
+        losses = iter(crawl)
+        runs[min_delta] = train_model(torch.nn.Linear(3, 2), _toy_epoch(x, y), lambda m: next(losses),
+                                      TrainSettings(max_epochs=8, patience=3, min_delta=min_delta), seed=0)
+    assert runs[0.0]["epochs_run"] == 8 and runs[0.0]["best_epoch"] == 8
+    # with a 1 % threshold the last progress is epoch 2; epochs 3-5 crawl, so it stops after epoch 5 ...
+    assert runs[0.01]["epochs_run"] == 5
+    assert runs[0.01]["best_epoch"] == 5  # ... and keeps the lowest loss it saw, not epoch 2's
+
+
+def test_the_plateau_schedule_decays_on_a_crawl_under_min_delta():
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    schedule = PlateauSchedule(opt, TrainSettings(schedule="plateau", lr=1.0, lr_patience=2, lr_decay=0.1,
+                                                  min_delta=0.05), 1)
+    schedule.step()
+    for loss in (1.0, 0.97, 0.96):  # 3 % and 1 % below the reference 1.0: no progress at 5 %
+        schedule.epoch_end(loss)
+    assert schedule.lr == pytest.approx(0.1)
+
+
+def test_the_weight_average_is_the_mean_of_the_steps_until_its_horizon_then_exponential():
+    from benchmark.core.training.weight_average import WeightAverage
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    average = WeightAverage(model, decay=0.75)  # horizon 4 steps
+    values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    expected = []
+    for t, v in enumerate(values, start=1):
+        model.weight.data.fill_(v)
+        average.update(model)
+        if t <= 4:
+            expected.append(sum(values[:t]) / t)  # the plain mean of the steps so far
+        else:
+            expected.append(0.75 * expected[-1] + 0.25 * v)
+        assert average.state["weight"].item() == pytest.approx(expected[-1])

@@ -92,6 +92,8 @@ class TrainSettings:
     optimizer: str = "adam"    # "adam", or "sgd" (momentum 0.9, Nesterov)
     lr_patience: int = 2       # plateau schedule: epochs without a better validation loss before lr *= lr_decay
     lr_decay: float = 0.2      # plateau schedule: factor of each decay
+    min_delta: float = 0.0     # relative drop of the validation loss that counts as progress for early stopping
+                               # and decays (the best epoch is still the lowest loss, however small the drop)
     weight_average: float = 0.0  # per-step decay of a moving average of the weights that is validated, selected
                                  # and returned (0: none; :mod:`benchmark.core.training.weight_average`)
 
@@ -153,8 +155,9 @@ class PlateauSchedule:
             self._apply(min(1.0, (self.step_count + 1) / (self.warmup_steps + 1)) * self.scale)
 
     def epoch_end(self, val_loss: float) -> None:
-        """After an epoch's validation: decay when the loss has stalled for ``lr_patience`` epochs."""
-        if val_loss < self.best:
+        """After an epoch's validation: decay when the loss has not progressed (:func:`progressed`) for
+        ``lr_patience`` epochs."""
+        if progressed(val_loss, self.best, self.settings.min_delta):
             self.best, self.stalled = val_loss, 0
             return
         self.stalled += 1
@@ -229,6 +232,11 @@ def _epoch_loss(step_losses: list[torch.Tensor], epoch: int, lr: float) -> float
     return float(values.sum())
 
 
+def progressed(loss: float, reference: float, min_delta: float) -> bool:
+    """Whether ``loss`` is lower than ``reference`` by more than the share ``min_delta`` of it."""
+    return loss < reference * (1 - min_delta) if math.isfinite(reference) else loss < reference
+
+
 Scheduler = torch.optim.lr_scheduler.OneCycleLR | PlateauSchedule
 
 
@@ -294,6 +302,7 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
     rng = seed_everything(seed)
     optimiser = make_optimiser(model.parameters() if params is None else params, settings)
     best_loss, best_epoch, best_state = math.inf, 0, None
+    progress_loss, progress_epoch = math.inf, 0  # the last loss that counted as progress (settings.min_delta)
     n_images, start, epoch = 0, time.perf_counter(), 0
     data_seconds = step_seconds = 0.0
     scheduler = None
@@ -367,12 +376,14 @@ def train_model(model: torch.nn.Module, epoch_batches: Callable[[np.random.Gener
             if improved:
                 best_loss, best_epoch = current, epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if progressed(current, progress_loss, settings.min_delta):
+                progress_loss, progress_epoch = current, epoch
         if isinstance(scheduler, PlateauSchedule):
             scheduler.epoch_end(current)
         if progress is not None and world.rank == 0:
             progress(f"epoch {epoch:3d}  train loss {epoch_losses[-1]:.4f}  "
                      f"val loss {current:.4f}{'  *' if improved else ''}")
-        if epoch - best_epoch >= settings.patience:
+        if epoch - progress_epoch >= settings.patience:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
