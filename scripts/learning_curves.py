@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("leaderboard/logs/learning_curves"))
     parser.add_argument("--plot", action="store_true", help="only redraw the figure and print the table")
     parser.add_argument("--figure", type=Path, default=Path("datasets/synthetic/learning_curves.png"))
+    parser.add_argument("--plot-tags", default="", help="comma-separated recipe tags to draw (default: all)")
     args = parser.parse_args()
     if not args.plot:
         overrides = {key: parse_value(value) for key, value in (item.split("=", 1) for item in args.set)}
@@ -58,6 +59,10 @@ def main() -> None:
                               file=sys.stderr, flush=True)
     curves = load_curves(args.out)
     print("\n".join(summary_table(curves)))
+    if args.plot_tags:
+        import polars as pl
+
+        curves = curves.filter(pl.col("tag").is_in(args.plot_tags.split(",")))
     print(f"figure: {curves_figure(curves, args.figure)}")
 
 
