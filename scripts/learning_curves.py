@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     parser.add_argument("--tag", default="", help="names the overrides in file names and tables")
-    parser.add_argument("--out", type=Path, default=Path("leaderboard/logs/learning_curves"))
+    parser.add_argument("--out", type=Path, default=Path("leaderboard/learning_curves"))
     parser.add_argument("--plot", action="store_true", help="only redraw the figure and print the table")
     parser.add_argument("--figure", type=Path, default=Path("datasets/synthetic/learning_curves.png"))
     parser.add_argument("--plot-tags", default="", help="comma-separated recipe tags to draw (default: all)")

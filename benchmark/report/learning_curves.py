@@ -151,7 +151,8 @@ def curves_figure(curves: pl.DataFrame, path: Path) -> Path:
             mean = group.group_by("epoch").agg(pl.col("val_loss", "in_domain", "out_of_domain").mean()).sort("epoch")
             for ax, column in zip(row, ("val_loss", "in_domain", "out_of_domain")):
                 ax.plot(mean["epoch"], mean[column], label=f"{method} ({tag})")
-        for ax, title in zip(row, ("validation loss (training domain)", "in-domain accuracy",
+        row[0].set_yscale("log")  # a first epoch's loss can be 100x the plateau's
+        for ax, title in zip(row, ("validation loss (training domain, log)", "in-domain accuracy",
                                    "out-of-domain accuracy")):
             ax.set_title(f"{split}: {title}", fontsize=9)
             ax.set_xlabel("epoch")
