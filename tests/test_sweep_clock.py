@@ -81,3 +81,14 @@ def test_durations_and_the_actual_line_read_well():
     assert actual_line(75.0, known) == ("actual wall time: 1 min 15 s (75.0 s); expected 1 min 00 s for the units "
                                         "with an earlier record")
     assert actual_line(5.0, None) == "actual wall time: 5 s (5.0 s)"
+
+
+def test_only_records_of_the_config_the_sweep_runs_give_its_expected_time(tmp_path):
+    folder = tmp_path / "res" / "toy-abc" / "erm" / "source_out"
+    folder.mkdir(parents=True)
+    for name, (epochs, seconds) in {"fold0_seed0.json": (3, 60.0), "fold1_seed0.json": (100, 500.0)}.items():
+        (folder / name).write_text(json.dumps({"status": "ok", "worker": {"wall_s": seconds},
+                                               "method": {"config": {"max_epochs": epochs}}}))
+    erm = unit("erm")
+    assert recorded_seconds([erm], tmp_path / "res", "toy", "full", {"erm": {"max_epochs": 100}}) == {erm: 500.0}
+    assert recorded_seconds([erm], tmp_path / "res", "toy", "full", {"erm": {"max_epochs": 50}}) == {erm: None}

@@ -3,7 +3,7 @@
 The expectation replays the executor's schedule (:class:`~benchmark.sweep.schedule.Schedule`: the plan's
 order, a unit never before its prerequisite, ``jobs`` units at once) with each unit's expected run time
 (:attr:`Plan.estimates <benchmark.sweep.plan.Plan>`: the median ``worker.wall_s`` of the earlier records of
-its method and split). A unit whose method and split have no record to go by is *unknown*: it counts as
+its method, split and config). A unit whose method and split have no record of that config to go by is *unknown*: it counts as
 no time in the replay and is named, so the figure is a floor for what it covers. The actual time is
 measured from the sweep's start (shared preparation, e.g. rendering severity twins, included) to its end;
 :func:`append_clock` keeps one JSON line per finished sweep in ``<logs>/sweeps.jsonl``.

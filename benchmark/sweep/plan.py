@@ -6,7 +6,7 @@ once for its fingerprint and folds, and asks the protocol's own resume check (th
 ``run_protocol`` applies before each run) which units already have an ok record of the same config,
 data fingerprint and split seed: those are skipped. The records stay the single source of what is
 done. The rest is ordered longest first (:mod:`benchmark.sweep.schedule`), with run times taken
-from earlier records of the same method and split where there are some (they also give the sweep's
+from earlier records of the same method, split and config where there are some (they also give the sweep's
 expected wall time: :mod:`benchmark.sweep.clock`).
 """
 
@@ -118,7 +118,7 @@ def make_plan(methods: Sequence[str], splits: Sequence[str], folds: Sequence[int
     todo = [u for u in units if u not in done]
     waits = prerequisites(todo, {name: None if info.plugin else info.starts_from for name, info in infos.items()},
                           _seeds_share(infos))
-    estimates = recorded_seconds(todo, Path(settings.results_dir), dataset.name, profile)
+    estimates = recorded_seconds(todo, Path(settings.results_dir), dataset.name, profile, configs)
     return Plan(order_units(todo, waits, estimates), finished, waits, estimates, dataset.name, dataset.fingerprint,
                 tuple(wanted), dataset)
 
@@ -133,10 +133,12 @@ def _seeds_share(infos: Mapping[str, Any]) -> set[str]:
             if not info.plugin and name in classes and getattr(classes[name], "seeds_share_fold_work", False)}
 
 
-def recorded_seconds(units: Sequence[Unit], results_dir: Path, dataset: str, profile: str) -> dict[Unit, float | None]:
+def recorded_seconds(units: Sequence[Unit], results_dir: Path, dataset: str, profile: str,
+                     configs: Mapping[str, Any] | None = None) -> dict[Unit, float | None]:
     """Each unit's expected run time: the median ``worker.wall_s`` (else ``timings.total_s``) of the ok records of
     its method and split (any data version of ``dataset``, the same profile) under ``results_dir``; None where there
-    is none."""
+    is none. With ``configs`` (method -> the config the sweep runs) only records of that config count: a record of
+    another budget (3 epochs instead of training to the plateau) says nothing about this one's time."""
     suffix = ".quick.json" if profile == "quick" else ".json"
     medians: dict[tuple[str, str], float | None] = {}
     for method, split in {(u.method, u.split) for u in units}:
@@ -147,6 +149,8 @@ def recorded_seconds(units: Sequence[Unit], results_dir: Path, dataset: str, pro
             try:
                 data = json.loads(path.read_text())
                 if data.get("status") != "ok":
+                    continue
+                if configs is not None and data.get("method", {}).get("config") != configs.get(method):
                     continue
                 seconds = (data.get("worker") or {}).get("wall_s") or (data.get("timings") or {}).get("total_s")
             except (OSError, ValueError, AttributeError):
