@@ -5,7 +5,7 @@ command finishes a grid. ``--plot`` redraws the figure and prints the summary ta
 
     python scripts/learning_curves.py --methods erm,cs_arm_bn --splits source_out,batch_out --folds 0,1 \\
         --seeds 0,1,2 --set schedule=plateau --set max_epochs=60 --tag plateau
-    python scripts/learning_curves.py --plot [--figure datasets/synthetic/learning_curves.png]
+    python scripts/learning_curves.py --plot [--figure docs/learning_curves.png]
 
 Overrides are ``--set key=value`` (config fields; values parsed as JSON when they parse, else strings).
 """
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="names the overrides in file names and tables")
     parser.add_argument("--out", type=Path, default=Path("leaderboard/learning_curves"))
     parser.add_argument("--plot", action="store_true", help="only redraw the figure and print the table")
-    parser.add_argument("--figure", type=Path, default=Path("datasets/synthetic/learning_curves.png"))
+    parser.add_argument("--figure", type=Path, default=Path("docs/learning_curves.png"))
     parser.add_argument("--plot-tags", default="", help="comma-separated recipe tags to draw (default: all)")
     args = parser.parse_args()
     if not args.plot:
