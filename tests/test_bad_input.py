@@ -70,7 +70,7 @@ def test_run_with_max_epochs_zero_fails_before_any_run_naming_the_field(toy_data
               "--device", "cpu", "--folds", "0", "--seeds", "0", "--set", "max_epochs=0")
     assert r.exit_code == 1
     assert r.stderr == ("error: method 'erm': hyper-parameter max_epochs=0 is out of range: it must be >= 1 "
-                        "(default 3)\n")
+                        "(default 100)\n")
     assert not (tmp_path / "res").exists()
     shown = bench("run", "-m", "tent", "-s", "source_out", "--set", "tta_lr=0", "--show-config")
     assert shown.exit_code == 1

@@ -15,7 +15,8 @@ from benchmark.core.training.loop import Step
 from benchmark.errors import DataError
 from benchmark.methods.deep_coral import CoralLoss, DeepCORAL
 
-FAST = dict(threads=1, crop=0, max_epochs=2, patience=2, lr=3e-3, schedule="constant", batch_size=24, n_target=16)
+FAST = dict(threads=1, crop=0, max_epochs=2, patience=2, lr=3e-3, schedule="constant", batch_size=24, n_target=16,
+            augment="flips", weight_average=0.0)  # the recipe these mechanism checks were written on
 TARGETS = ("src3_b0_p0", "src3_b1_p1")
 
 
