@@ -15,6 +15,18 @@ from dataclasses import dataclass
 from ..records import Record
 
 
+BUDGET_FIELDS = ("max_epochs", "patience", "schedule", "optimizer", "lr_patience", "lr_decay", "min_delta",
+                 "weight_average", "augment")
+"""Config fields that say how long and how a network trains: two records that both have one must agree on it to
+be compared in a paired difference (a 3-epoch ERM is no baseline for a converged method, nor the reverse)."""
+
+
+def same_budget(a: Record, b: Record) -> bool:
+    """Whether the training-budget fields (:data:`BUDGET_FIELDS`) the two records' configs share agree."""
+    ca, cb = a.data["method"]["config"], b.data["method"]["config"]
+    return all(ca[k] == cb[k] for k in BUDGET_FIELDS if k in ca and k in cb)
+
+
 def _config_key(record: Record) -> str:
     return json.dumps(record.data["method"]["config"], sort_keys=True)
 

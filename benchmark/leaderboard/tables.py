@@ -14,6 +14,7 @@ import numpy as np
 from ..methods.base import AccessLevel
 from ..metrics import BOOTSTRAP_REPLICATES, bootstrap_ci, mean_std
 from ..records import DEFAULT_RESULTS, QUICK, Record
+from .config_versions import same_budget
 
 DEFAULT_OUT = "leaderboard/LEADERBOARD.md"
 ACCESS_ORDER = {str(level): rank for rank, level in enumerate(AccessLevel)}
@@ -73,15 +74,16 @@ def _ci_text(lo: float, hi: float, signed: bool = False) -> str:
 
 def paired_difference(records: list[Record], method: str, split: str,
                       baseline: str = BASELINE) -> tuple[float, float, float, int, int]:
-    """Mean out-of-domain accuracy difference ``method - baseline`` over shared (fold, seed) runs.
+    """Mean out-of-domain accuracy difference ``method - baseline`` over shared (fold, seed) runs trained to the
+    same budget (:func:`~benchmark.leaderboard.config_versions.same_budget`).
 
     Returns ``(mean, ci_low, ci_high, n_pairs, n_folds)``: the 95% CI is the two-stage bootstrap
     of :func:`~benchmark.metrics.bootstrap_ci` on the differences (folds, then seeds within them);
     ``nan`` bounds with fewer than two folds.
     """
-    runs = {(r.method, r.fold, r.seed): _ood(r) for r in records if r.split == split}
-    diffs = _by_fold([(f, acc - runs[(baseline, f, s)]) for (m, f, s), acc in runs.items()
-                     if m == method and (baseline, f, s) in runs])
+    runs = {(r.method, r.fold, r.seed): r for r in records if r.split == split}
+    diffs = _by_fold([(f, _ood(r) - _ood(runs[(baseline, f, s)])) for (m, f, s), r in runs.items()
+                      if m == method and (baseline, f, s) in runs and same_budget(r, runs[(baseline, f, s)])])
     values = [d for fold in diffs.values() for d in fold]
     if not values:
         return float("nan"), float("nan"), float("nan"), 0, 0
